@@ -1,0 +1,81 @@
+"""Every Prometheus metric tollhouse exports, registered on a registry passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from tollhouse import __version__
+from tollhouse.classify import ROUTES, UNKNOWN, RequestClass
+
+OUTCOMES = ("forwarded", "throttled", "shadow_throttled", "upstream_error", "rejected")
+
+# Fine-grained buckets for the time tollhouse itself adds (tens of microseconds and up).
+OVERHEAD_BUCKETS = (
+    1e-4,
+    2.5e-4,
+    5e-4,
+    7.5e-4,
+    1e-3,
+    1.5e-3,
+    2e-3,
+    3e-3,
+    5e-3,
+    0.01,
+    0.025,
+    0.1,
+    1.0,
+)
+UPSTREAM_BUCKETS = (1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 600)
+
+
+class Metrics:
+    """The metric families, created on ``registry`` (a fresh one per test)."""
+
+    def __init__(self, registry: CollectorRegistry, tenants: Iterable[str] = ("default",)) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "tollhouse_requests",
+            "Requests seen by the proxy, by tenant, quota class, operation and outcome.",
+            ["tenant", "class", "operation", "outcome"],
+            registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "tollhouse_upstream_request_duration_seconds",
+            "Time from sending a request upstream to the last byte of its response.",
+            ["class", "operation"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "tollhouse_proxy_overhead_seconds",
+            "Time tollhouse adds to a request: total time minus upstream time.",
+            buckets=OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "tollhouse_in_flight_requests",
+            "Requests being proxied right now.",
+            registry=registry,
+        )
+        self.stream_aborts = Counter(
+            "tollhouse_stream_aborts",
+            "Responses cut short after they started, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.build_info = Info("tollhouse_build", "tollhouse build information.", registry=registry)
+        self.build_info.info({"version": __version__})
+        self._initialise(tenants)
+
+    def _initialise(self, tenants: Iterable[str]) -> None:
+        """Create the known label sets at zero so rates and alerts see them from the start."""
+        for tenant in tenants:
+            for route in ROUTES:
+                self.requests.labels(tenant, route.request_class, route.name, "forwarded")
+            for request_class in RequestClass:
+                for outcome in OUTCOMES:
+                    self.requests.labels(tenant, request_class, UNKNOWN, outcome)
+        for reason in ("client_disconnect", "upstream_error"):
+            self.stream_aborts.labels(reason)

@@ -1,0 +1,27 @@
+"""Settings from the environment (``TOLLHOUSE_*``), read once by the CLI."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process settings. Every field can be set as ``TOLLHOUSE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLHOUSE_", frozen=True, extra="ignore")
+
+    upstream_url: str = Field(
+        "https://api.openai.com/v1",
+        description="Base URL of the upstream API, as given to the openai client.",
+    )
+    host: str = Field("127.0.0.1", description="Address the proxy listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the proxy.")
+    admin_host: str = Field("127.0.0.1", description="Address of /metrics, /healthz, /readyz.")
+    admin_port: int = Field(9464, ge=0, le=65535, description="Port of the admin endpoints.")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to the upstream.")
+    read_timeout: float = Field(
+        600.0, gt=0, description="Seconds to wait for the upstream's next bytes."
+    )
+    max_connections: int = Field(1000, ge=1, description="Upstream connection pool size.")
+    log_level: str = Field("info", description="debug, info, warning or error.")
