@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from tests.servers import ServerThread, serve
 from tollhouse.app import Tollhouse
+from tollhouse.policy import Policy
 from tollhouse.settings import Settings
-from tollhouse.simulator import SimulatorConfig, create_app
 
 
 @dataclass
@@ -20,6 +20,7 @@ class RunningProxy:
     tollhouse: Tollhouse
     server: ServerThread
     admin: ServerThread
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -36,17 +37,29 @@ class RunningProxy:
     def client(self, **options: Any) -> openai.OpenAI:
         options.setdefault("api_key", "sk-test")
         options.setdefault("max_retries", 0)
-        return openai.OpenAI(base_url=self.url + "/v1", **options)
+        client = openai.OpenAI(base_url=self.url + "/v1", **options)
+        self.clients.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        for client in self.clients:
+            client.close()
 
 
 ProxyFactory = Callable[..., AbstractContextManager[RunningProxy]]
 
 
 @contextmanager
-def running_proxy(upstream_url: str, **settings: Any) -> Iterator[RunningProxy]:
-    tollhouse = Tollhouse(Settings(upstream_url=upstream_url, **settings))
+def running_proxy(
+    upstream_url: str, policy: Policy | None = None, **settings: Any
+) -> Iterator[RunningProxy]:
+    tollhouse = Tollhouse(Settings(upstream_url=upstream_url, **settings), policy=policy)
     with serve(tollhouse) as server, serve(tollhouse.admin) as admin:
-        yield RunningProxy(tollhouse, server, admin)
+        running = RunningProxy(tollhouse, server, admin)
+        try:
+            yield running
+        finally:
+            running.close_clients()
 
 
 @pytest.fixture
@@ -57,6 +70,8 @@ def make_proxy() -> ProxyFactory:
 @pytest.fixture
 def simulator() -> Iterator[ServerThread]:
     """The Assistants simulator on a loopback port, with a fast run schedule."""
+    from tollhouse.simulator import SimulatorConfig, create_app
+
     app = create_app(SimulatorConfig(queued_seconds=0.01, in_progress_seconds=0.05))
     with serve(app) as server:
         yield server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 from collections.abc import Iterator
 
@@ -15,10 +16,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tollhouse.buckets import buckets_from_url
 from tollhouse.forward import Forwarder, UpstreamSettings
 from tollhouse.metrics import Metrics
+from tollhouse.policy import Policy, PolicyError, load_policy
 from tollhouse.proxy import Message, Proxy, Receive, Scope, Send
+from tollhouse.quota import Quota
 from tollhouse.settings import Settings
+from tollhouse.tenants import Tenants
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +31,26 @@ log = logging.getLogger(__name__)
 class Tollhouse:
     """One tollhouse instance: the proxy application, its admin application and state."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.settings = settings
+        if policy is None:
+            policy = load_policy(settings.policy_file) if settings.policy_file else Policy()
+        self._upstream_key = (
+            settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
+        )
+        _refuse_dangerous(policy, self._upstream_key)
+        tenants = Tenants(policy, self._upstream_key)
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = Metrics(self.registry)
+        self.metrics = Metrics(self.registry, tenants.labels)
+        self.buckets = buckets_from_url(
+            settings.buckets_url, settings.replicas, self.metrics.buckets_fallback.set
+        )
+        self.quota = Quota(self.buckets, policy)
         self.forwarder = Forwarder(
             UpstreamSettings(
                 url=settings.upstream_url,
@@ -38,7 +59,7 @@ class Tollhouse:
                 max_connections=settings.max_connections,
             )
         )
-        self.proxy = Proxy(self.forwarder, self.metrics)
+        self.proxy = Proxy(self.forwarder, self.metrics, tenants, self.quota)
         self.ready = False
         self.admin = Starlette(
             routes=[
@@ -77,6 +98,26 @@ class Tollhouse:
     async def shutdown(self) -> None:
         self.ready = False
         await self.forwarder.close()
+        await self.buckets.close()
+
+    def apply_policy(self, policy: Policy) -> None:
+        """Use a new policy from the next request on; bucket levels are kept."""
+        _refuse_dangerous(policy, self._upstream_key)
+        self.proxy.tenants = Tenants(policy, self._upstream_key)
+        self.quota.update(policy)
+
+    def reload_policy(self) -> None:
+        """SIGHUP: re-read the policy file; a bad file is logged and the old policy kept."""
+        path = self.settings.policy_file
+        if path is None:
+            log.info("SIGHUP: no policy file configured, nothing to reload")
+            return
+        try:
+            self.apply_policy(load_policy(path))
+        except (PolicyError, StartupRefused) as exc:
+            log.error("policy reload refused, keeping the current policy:\n%s", exc)
+            return
+        log.info("policy reloaded from %s", path)
 
     async def _metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
@@ -88,6 +129,18 @@ class Tollhouse:
         if self.ready:
             return JSONResponse({"status": "ready", "upstream": self.forwarder.name})
         return JSONResponse({"status": "starting"}, status_code=503)
+
+
+class StartupRefused(Exception):
+    """A configuration tollhouse will not run with."""
+
+
+def _refuse_dangerous(policy: Policy, upstream_key: str | None) -> None:
+    if policy.identify.mode == "keys" and not upstream_key:
+        raise StartupRefused(
+            "identify.mode is 'keys' but TOLLHOUSE_UPSTREAM_API_KEY is not set: tenants' "
+            "tollhouse keys would be sent upstream in its place"
+        )
 
 
 class _AdminServer(uvicorn.Server):
@@ -122,6 +175,7 @@ async def serve(
     admin = _AdminServer(
         _config(tollhouse.admin, host=settings.admin_host, port=settings.admin_port, lifespan="off")
     )
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, tollhouse.reload_policy)
     admin_task = asyncio.create_task(admin.serve([admin_socket] if admin_socket else None))
     try:
         await main.serve([proxy_socket] if proxy_socket else None)

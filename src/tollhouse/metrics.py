@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from tollhouse import __version__
-from tollhouse.classify import ROUTES, UNKNOWN, RequestClass
+from tollhouse.classify import ROUTES, UNKNOWN, Operation, RequestClass
+from tollhouse.quota import ORG, Decision
 
 OUTCOMES = ("forwarded", "throttled", "shadow_throttled", "upstream_error", "rejected")
 
@@ -65,9 +66,47 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.ratelimit_remaining = Gauge(
+            "tollhouse_ratelimit_remaining",
+            "Requests left in a bucket after its last admission (organisation: tenant=_org).",
+            ["tenant", "class"],
+            registry=registry,
+        )
+        self.ratelimit_limit = Gauge(
+            "tollhouse_ratelimit_limit",
+            "A bucket's limit in requests per unit (organisation: tenant=_org).",
+            ["tenant", "class"],
+            registry=registry,
+        )
+        self.ratelimit_wait = Histogram(
+            "tollhouse_ratelimit_wait_seconds",
+            "Time requests of a shaped class waited for a token.",
+            ["class"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.buckets_fallback = Gauge(
+            "tollhouse_buckets_fallback",
+            "1 while the shared bucket store is unreachable and local buckets are used.",
+            registry=registry,
+        )
         self.build_info = Info("tollhouse_build", "tollhouse build information.", registry=registry)
         self.build_info.info({"version": __version__})
         self._initialise(tenants)
+
+    def count(self, tenant: str, operation: Operation, outcome: str) -> None:
+        self.requests.labels(tenant, operation.request_class, operation.name, outcome).inc()
+
+    def record_budget(self, tenant: str, decision: Decision) -> None:
+        request_class = decision.request_class
+        for label, view in ((tenant, decision.tenant_view), (ORG, decision.org_view)):
+            if view is not None:
+                self.ratelimit_remaining.labels(label, request_class).set(view.remaining)
+                self.ratelimit_limit.labels(label, request_class).set(
+                    view.rule.requests_per_unit or 0
+                )
+        if decision.allowed and decision.wait > 0:
+            self.ratelimit_wait.labels(request_class).observe(decision.wait)
 
     def _initialise(self, tenants: Iterable[str]) -> None:
         """Create the known label sets at zero so rates and alerts see them from the start."""
@@ -77,5 +116,7 @@ class Metrics:
             for request_class in RequestClass:
                 for outcome in OUTCOMES:
                     self.requests.labels(tenant, request_class, UNKNOWN, outcome)
+        for request_class in RequestClass:
+            self.ratelimit_wait.labels(request_class)
         for reason in ("client_disconnect", "upstream_error"):
             self.stream_aborts.labels(reason)

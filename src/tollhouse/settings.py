@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,3 +27,13 @@ class Settings(BaseSettings):
     )
     max_connections: int = Field(1000, ge=1, description="Upstream connection pool size.")
     log_level: str = Field("info", description="debug, info, warning or error.")
+    policy_file: Path | None = Field(
+        None, description="Policy YAML (tenants, keys, limits); reloaded on SIGHUP."
+    )
+    upstream_api_key: SecretStr | None = Field(
+        None, description="The real upstream key, sent in place of tollhouse-issued keys."
+    )
+    buckets_url: str = Field("memory://", description="memory:// or redis://host:port/db.")
+    replicas: int = Field(
+        1, ge=1, description="Replicas sharing the buckets; each keeps 1/replicas if Redis fails."
+    )

@@ -1,0 +1,163 @@
+"""The policy file: tenants, their keys, their limits, the organisation's limits, shaping.
+
+Validated into frozen objects; every mistake is reported with the file and the
+field it is in, so ``tollhouse check-policy`` can be run in CI before a deploy.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tollhouse.buckets.bucket import Limit
+from tollhouse.classify import RequestClass
+
+UNIT_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+# The organisation's published Assistants limits, per minute.
+PUBLISHED_LIMITS = {
+    RequestClass.GET: 1000,
+    RequestClass.POST: 300,
+    RequestClass.RUN_CREATE: 200,
+    RequestClass.DELETE: 300,
+}
+KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+RESERVED_TENANTS = frozenset({"_org", "_tollhouse", "other"})
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be used; the message names the file and the field."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RateLimit(_Frozen):
+    """``requests_per_unit`` per ``unit``, bursting to ``burst``; or ``unlimited``."""
+
+    requests_per_unit: Annotated[int, Field(gt=0)] | None = None
+    unit: Literal["second", "minute", "hour", "day"] = "minute"
+    burst: Annotated[int, Field(gt=0)] | None = None
+    unlimited: bool = False
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RateLimit:
+        if self.unlimited and self.requests_per_unit is not None:
+            raise ValueError("set either unlimited: true or requests_per_unit, not both")
+        if not self.unlimited and self.requests_per_unit is None:
+            raise ValueError("requests_per_unit is required unless unlimited: true")
+        return self
+
+    def bucket(self) -> Limit | None:
+        """The token bucket for this limit; None when unlimited."""
+        if self.requests_per_unit is None:
+            return None
+        rate = self.requests_per_unit / UNIT_SECONDS[self.unit]
+        return Limit(rate=rate, capacity=float(self.burst or self.requests_per_unit))
+
+
+Limits = dict[RequestClass, RateLimit]
+
+
+def _key_hash(value: str) -> str:
+    if not KEY_HASH.match(value):
+        raise ValueError(
+            "must be a key hash like 'sha256:<64 hex digits>', as printed by "
+            "'tollhouse keys create'; never the key itself"
+        )
+    return value
+
+
+class Tenant(_Frozen):
+    keys: tuple[Annotated[str, AfterValidator(_key_hash)], ...] = ()
+    limits: Limits = {}
+    shadow_mode: bool = False
+
+
+class Shaping(_Frozen):
+    max_wait: Annotated[float, Field(gt=0, le=60)]
+    max_queue: Annotated[int, Field(gt=0)] = 1000
+
+
+class Identify(_Frozen):
+    """How a request's tenant is found."""
+
+    mode: Literal["keys", "header", "default"] = "default"
+    header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] = "X-Tollhouse-Tenant"
+    default_tenant: str = "default"
+
+
+def _published() -> Limits:
+    return {cls: RateLimit(requests_per_unit=n) for cls, n in PUBLISHED_LIMITS.items()}
+
+
+class Policy(_Frozen):
+    identify: Identify = Identify()
+    tenants: dict[str, Tenant] = {}
+    default_limits: Limits = {}
+    organization: Limits = Field(default_factory=_published)
+    shaping: dict[RequestClass, Shaping] = {}
+    shadow_mode: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        seen: dict[str, str] = {}
+        for name, tenant in self.tenants.items():
+            if not TENANT_NAME.match(name) or name in RESERVED_TENANTS:
+                raise ValueError(f"tenants.{name}: not a usable tenant name")
+            for key in tenant.keys:
+                if key in seen:
+                    raise ValueError(f"tenants.{name}.keys: key also belongs to {seen[key]}")
+                seen[key] = name
+        if self.identify.mode == "keys" and not seen:
+            raise ValueError("identify.mode is 'keys' but no tenant has a key")
+        # Organisation limits not given keep their published values.
+        merged = {**_published(), **self.organization}
+        object.__setattr__(self, "organization", merged)
+        return self
+
+    def tenant_limit(self, tenant: str, request_class: RequestClass) -> RateLimit | None:
+        """The tenant's own limit for a class, else the default one; None: no tenant limit."""
+        own = self.tenants.get(tenant)
+        if own is not None and request_class in own.limits:
+            return own.limits[request_class]
+        return self.default_limits.get(request_class)
+
+    def in_shadow_mode(self, tenant: str) -> bool:
+        own = self.tenants.get(tenant)
+        return self.shadow_mode or (own is not None and own.shadow_mode)
+
+
+def _problem(source: str, error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"]).replace(".[key]", " (as a key)")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{source}: {where}: {message}" if where else f"{source}: {message}"
+
+
+def parse_policy(data: Any, source: str) -> Policy:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: the policy must be a mapping, not {type(data).__name__}")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = [_problem(source, error) for error in exc.errors()]
+        raise PolicyError("\n".join(problems)) from None
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read the policy file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+    return parse_policy(data, str(path))

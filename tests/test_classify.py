@@ -1,0 +1,201 @@
+"""One table: every endpoint of the Assistants reference, with its operation and class."""
+
+from __future__ import annotations
+
+import pytest
+
+from tollhouse.classify import ROUTES, UNKNOWN, Kind, RequestClass, classify
+
+G, P, R, D = RequestClass.GET, RequestClass.POST, RequestClass.RUN_CREATE, RequestClass.DELETE
+T = "/v1/threads/thread_abc"
+RUN = T + "/runs/run_abc"
+VS = "/v1/vector_stores/vs_abc"
+
+TABLE = [
+    ("GET", "/v1/assistants", "assistants.list", G, {}),
+    ("POST", "/v1/assistants", "assistants.create", P, {}),
+    ("GET", "/v1/assistants/asst_abc", "assistants.retrieve", G, {"assistant_id": "asst_abc"}),
+    ("POST", "/v1/assistants/asst_abc", "assistants.update", P, {"assistant_id": "asst_abc"}),
+    ("DELETE", "/v1/assistants/asst_abc", "assistants.delete", D, {"assistant_id": "asst_abc"}),
+    ("POST", "/v1/threads", "threads.create", P, {}),
+    ("POST", "/v1/threads/runs", "threads.create_and_run", R, {}),
+    ("GET", T, "threads.retrieve", G, {"thread_id": "thread_abc"}),
+    ("POST", T, "threads.update", P, {"thread_id": "thread_abc"}),
+    ("DELETE", T, "threads.delete", D, {"thread_id": "thread_abc"}),
+    ("GET", T + "/messages", "threads.messages.list", G, {"thread_id": "thread_abc"}),
+    ("POST", T + "/messages", "threads.messages.create", P, {"thread_id": "thread_abc"}),
+    (
+        "GET",
+        T + "/messages/msg_1",
+        "threads.messages.retrieve",
+        G,
+        {"thread_id": "thread_abc", "message_id": "msg_1"},
+    ),
+    (
+        "POST",
+        T + "/messages/msg_1",
+        "threads.messages.update",
+        P,
+        {"thread_id": "thread_abc", "message_id": "msg_1"},
+    ),
+    (
+        "DELETE",
+        T + "/messages/msg_1",
+        "threads.messages.delete",
+        D,
+        {"thread_id": "thread_abc", "message_id": "msg_1"},
+    ),
+    ("GET", T + "/runs", "threads.runs.list", G, {"thread_id": "thread_abc"}),
+    ("POST", T + "/runs", "threads.runs.create", R, {"thread_id": "thread_abc"}),
+    ("GET", RUN, "threads.runs.retrieve", G, {"thread_id": "thread_abc", "run_id": "run_abc"}),
+    ("POST", RUN, "threads.runs.update", P, {"thread_id": "thread_abc", "run_id": "run_abc"}),
+    (
+        "POST",
+        RUN + "/cancel",
+        "threads.runs.cancel",
+        P,
+        {"thread_id": "thread_abc", "run_id": "run_abc"},
+    ),
+    (
+        "POST",
+        RUN + "/submit_tool_outputs",
+        "threads.runs.submit_tool_outputs",
+        P,
+        {"thread_id": "thread_abc", "run_id": "run_abc"},
+    ),
+    (
+        "GET",
+        RUN + "/steps",
+        "threads.runs.steps.list",
+        G,
+        {"thread_id": "thread_abc", "run_id": "run_abc"},
+    ),
+    (
+        "GET",
+        RUN + "/steps/step_1",
+        "threads.runs.steps.retrieve",
+        G,
+        {"thread_id": "thread_abc", "run_id": "run_abc", "step_id": "step_1"},
+    ),
+    ("GET", "/v1/vector_stores", "vector_stores.list", G, {}),
+    ("POST", "/v1/vector_stores", "vector_stores.create", P, {}),
+    ("GET", VS, "vector_stores.retrieve", G, {"vector_store_id": "vs_abc"}),
+    ("POST", VS, "vector_stores.update", P, {"vector_store_id": "vs_abc"}),
+    ("DELETE", VS, "vector_stores.delete", D, {"vector_store_id": "vs_abc"}),
+    ("POST", VS + "/search", "vector_stores.search", P, {"vector_store_id": "vs_abc"}),
+    ("GET", VS + "/files", "vector_stores.files.list", G, {"vector_store_id": "vs_abc"}),
+    ("POST", VS + "/files", "vector_stores.files.create", P, {"vector_store_id": "vs_abc"}),
+    (
+        "GET",
+        VS + "/files/file-1",
+        "vector_stores.files.retrieve",
+        G,
+        {"vector_store_id": "vs_abc", "file_id": "file-1"},
+    ),
+    (
+        "POST",
+        VS + "/files/file-1",
+        "vector_stores.files.update",
+        P,
+        {"vector_store_id": "vs_abc", "file_id": "file-1"},
+    ),
+    (
+        "DELETE",
+        VS + "/files/file-1",
+        "vector_stores.files.delete",
+        D,
+        {"vector_store_id": "vs_abc", "file_id": "file-1"},
+    ),
+    (
+        "GET",
+        VS + "/files/file-1/content",
+        "vector_stores.files.content",
+        G,
+        {"vector_store_id": "vs_abc", "file_id": "file-1"},
+    ),
+    (
+        "POST",
+        VS + "/file_batches",
+        "vector_stores.file_batches.create",
+        P,
+        {"vector_store_id": "vs_abc"},
+    ),
+    (
+        "GET",
+        VS + "/file_batches/vsfb_1",
+        "vector_stores.file_batches.retrieve",
+        G,
+        {"vector_store_id": "vs_abc", "batch_id": "vsfb_1"},
+    ),
+    (
+        "POST",
+        VS + "/file_batches/vsfb_1/cancel",
+        "vector_stores.file_batches.cancel",
+        P,
+        {"vector_store_id": "vs_abc", "batch_id": "vsfb_1"},
+    ),
+    (
+        "GET",
+        VS + "/file_batches/vsfb_1/files",
+        "vector_stores.file_batches.list_files",
+        G,
+        {"vector_store_id": "vs_abc", "batch_id": "vsfb_1"},
+    ),
+    ("GET", "/v1/files", "files.list", G, {}),
+    ("POST", "/v1/files", "files.create", P, {}),
+    ("GET", "/v1/files/file-1", "files.retrieve", G, {"file_id": "file-1"}),
+    ("DELETE", "/v1/files/file-1", "files.delete", D, {"file_id": "file-1"}),
+    ("GET", "/v1/files/file-1/content", "files.content", G, {"file_id": "file-1"}),
+    ("POST", "/v1/uploads", "uploads.create", P, {}),
+    ("POST", "/v1/uploads/upload_1/parts", "uploads.parts.create", P, {"upload_id": "upload_1"}),
+    ("POST", "/v1/uploads/upload_1/complete", "uploads.complete", P, {"upload_id": "upload_1"}),
+    ("POST", "/v1/uploads/upload_1/cancel", "uploads.cancel", P, {"upload_id": "upload_1"}),
+    # unknown paths: class by method
+    ("GET", "/v1/responses/resp_1", UNKNOWN, G, {}),
+    ("POST", "/v1/assistants/asst_abc/clone", UNKNOWN, P, {}),
+    ("DELETE", "/v1/threads/thread_abc/runs/run_abc", UNKNOWN, D, {}),
+    ("PATCH", "/v1/assistants/asst_abc", UNKNOWN, P, {}),
+    ("GET", "/v1/threads//runs", UNKNOWN, G, {}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "name", "request_class", "params"), TABLE)
+def test_classify(
+    method: str, path: str, name: str, request_class: RequestClass, params: dict[str, str]
+) -> None:
+    operation = classify(method, path)
+    assert operation.name == name
+    assert operation.request_class is request_class
+    assert dict(operation.params) == params
+
+
+def test_every_route_is_in_the_table() -> None:
+    covered = {name for _, _, name, _, _ in TABLE}
+    assert {route.name for route in ROUTES} <= covered
+    assert len({(r.method, r.template) for r in ROUTES}) == len(ROUTES)
+
+
+def test_trailing_slash_and_method_case() -> None:
+    assert classify("get", "/v1/assistants/").name == "assistants.list"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kind", "streams"),
+    [
+        ("POST", "/v1/assistants", Kind.ASSISTANT, False),
+        ("POST", "/v1/threads", Kind.THREAD, False),
+        ("POST", "/v1/threads/runs", Kind.RUN, True),
+        ("POST", T + "/runs", Kind.RUN, True),
+        ("POST", RUN + "/submit_tool_outputs", None, True),
+        ("POST", T + "/messages", Kind.MESSAGE, False),
+        ("POST", "/v1/vector_stores", Kind.VECTOR_STORE, False),
+        ("POST", "/v1/files", Kind.FILE, False),
+        ("GET", RUN, None, False),
+    ],
+)
+def test_created_kinds_and_streaming(
+    method: str, path: str, kind: Kind | None, streams: bool
+) -> None:
+    operation = classify(method, path)
+    assert operation.creates == kind
+    assert operation.streams is streams
