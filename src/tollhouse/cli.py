@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import click
 
 from tollhouse import __version__, logs
+from tollhouse.policy import PolicyError, load_policy
 from tollhouse.settings import Settings
 
 
@@ -32,9 +35,21 @@ def main() -> None:
 @click.option("--host", help="Proxy address [env TOLLHOUSE_HOST, default 127.0.0.1].")
 @click.option("--port", type=int, help="Proxy port [env TOLLHOUSE_PORT, default 8080].")
 @click.option("--admin-port", type=int, help="Admin port [env TOLLHOUSE_ADMIN_PORT, 9464].")
-def serve(upstream: str | None, host: str | None, port: int | None, admin_port: int | None) -> None:
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Policy YAML [env TOLLHOUSE_POLICY_FILE]; reloaded on SIGHUP.",
+)
+def serve(
+    upstream: str | None,
+    host: str | None,
+    port: int | None,
+    admin_port: int | None,
+    policy_file: str | None,
+) -> None:
     """Run the proxy, with /metrics, /healthz and /readyz on the admin port."""
-    from tollhouse.app import Tollhouse
+    from tollhouse.app import StartupRefused, Tollhouse
     from tollhouse.app import serve as serve_app
 
     overrides: dict[str, Any] = {
@@ -42,10 +57,15 @@ def serve(upstream: str | None, host: str | None, port: int | None, admin_port: 
         "host": host,
         "port": port,
         "admin_port": admin_port,
+        "policy_file": policy_file,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     logs.configure(settings.log_level)
-    run_async(serve_app(Tollhouse(settings)))
+    try:
+        tollhouse = Tollhouse(settings)
+    except (PolicyError, StartupRefused) as exc:
+        raise click.ClickException(str(exc)) from None
+    run_async(serve_app(tollhouse))
 
 
 @main.command()
@@ -62,3 +82,36 @@ def simulate(host: str, port: int, queued_seconds: float, in_progress_seconds: f
     logs.configure("info")
     config = SimulatorConfig(queued_seconds=queued_seconds, in_progress_seconds=in_progress_seconds)
     uvicorn.run(create_app(config), host=host, port=port, log_config=None, access_log=False)
+
+
+@main.command("check-policy")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def check_policy(path: Path) -> None:
+    """Validate a policy file; exit 1 with every problem named by file and field."""
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(f"{path}: OK: {len(policy.tenants)} tenants, identify mode '{policy.identify.mode}'")
+
+
+@main.group()
+def keys() -> None:
+    """tollhouse-issued API keys for tenants."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="The tenant the key belongs to.")
+def keys_create(tenant: str) -> None:
+    """Print a new key once, and the hash to put under the tenant in the policy file."""
+    from tollhouse.tenants import hash_key, new_key
+
+    key = new_key()
+    click.echo(f"key:  {key}")
+    click.echo("      (shown once; give it to the tenant's app as its API key)")
+    click.echo("add to the policy file:")
+    click.echo(f"  tenants:\n    {tenant}:\n      keys:\n        - {hash_key(key)}")
+
+if __name__ == "__main__":
+    main()

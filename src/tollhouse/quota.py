@@ -24,6 +24,7 @@ Headers = list[tuple[bytes, bytes]]
 
 def go_duration(seconds: float) -> str:
     """OpenAI's reset format: ``12ms``, ``1s``, ``1.5s``, ``6m0s``, ``1h0m0s``."""
+    seconds = math.ceil(seconds * 1000 - 1e-6) / 1000  # whole milliseconds, never too early
     if seconds <= 0:
         return "0s"
     if seconds < 1:

@@ -47,10 +47,17 @@ class RedisBuckets:
         on_fallback: Callable[[bool], None] = lambda active: None,
         clock: Callable[[], float] = time.monotonic,
         retry_seconds: float = 5.0,
+        max_connections: int = 64,
     ) -> None:
-        self._client = aioredis.Redis.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=1.0,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            health_check_interval=30,
         )
+        self._client = aioredis.Redis(connection_pool=pool)
         self._script = self._client.register_script(LUA())
         self._prefix = prefix
         self._replicas = max(1, replicas)
@@ -131,4 +138,4 @@ class RedisBuckets:
         )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.aclose(close_connection_pool=True)

@@ -1,0 +1,151 @@
+"""Admission through ``Quota``: the same test bodies against every bucket backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.services import redis_server
+from tollhouse.buckets import Buckets, buckets_from_url
+from tollhouse.classify import RequestClass
+from tollhouse.policy import Policy, parse_policy
+from tollhouse.quota import Quota
+
+RUN = RequestClass.RUN_CREATE
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def buckets(request: pytest.FixtureRequest) -> AsyncIterator[Buckets]:
+    if request.param == "memory":
+        backend = buckets_from_url("memory://")
+    else:
+        url = request.getfixturevalue("redis_url")
+        backend = buckets_from_url(url)
+        # a clean slate per test: the buckets live in a shared server
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url)
+        await client.flushdb()
+        await client.aclose()
+    yield backend
+    await backend.close()
+
+
+def policy(**overrides: object) -> Policy:
+    data: dict[str, object] = {
+        "tenants": {
+            "acme": {"limits": {"RUN_CREATE": {"requests_per_unit": 100, "burst": 50}}},
+            "globex": {"limits": {"RUN_CREATE": {"requests_per_unit": 100, "burst": 50}}},
+            "initech": {
+                "limits": {"RUN_CREATE": {"requests_per_unit": 100, "burst": 50}},
+                "shadow_mode": True,
+            },
+        },
+        "organization": {"RUN_CREATE": {"requests_per_unit": 60, "burst": 60}},
+    }
+    data.update(overrides)
+    return parse_policy(data, "test")
+
+
+async def burst(quota: Quota, tenant: str, n: int) -> list[str]:
+    return [(await quota.admit(tenant, RUN)).outcome for _ in range(n)]
+
+
+async def test_a_burst_admits_the_bucket_capacity_within_one_refill(buckets: Buckets) -> None:
+    quota = Quota(buckets, policy())
+    outcomes = await burst(quota, "acme", 250)
+    admitted = outcomes.count("forwarded")
+    # 50 tokens of burst; 100/min refills one token per 0.6 s while the loop runs
+    assert 50 <= admitted <= 51
+    assert outcomes[:50] == ["forwarded"] * 50
+    assert outcomes.count("throttled") == 250 - admitted
+
+
+async def test_the_refusal_names_the_tenant_limit_and_says_when_to_retry(buckets: Buckets) -> None:
+    quota = Quota(buckets, policy())
+    await burst(quota, "acme", 50)
+    decision = await quota.admit("acme", RUN)
+    assert not decision.allowed and decision.refused_by == "tenant"
+    error = decision.refusal()
+    assert error.status == 429
+    assert error.type == "requests" and error.code == "rate_limit_exceeded"
+    assert "tenant 'acme'" in error.message and "RUN_CREATE" in error.message
+    headers = dict(error.headers)
+    assert 0.0 < decision.wait <= 0.6
+    assert headers[b"retry-after"] == b"1"
+    assert 1 <= int(headers[b"retry-after-ms"]) <= 600
+    assert headers[b"x-ratelimit-limit-requests"] == b"100"
+    assert headers[b"x-ratelimit-remaining-requests"] == b"0"
+    assert headers[b"x-ratelimit-reset-requests"].endswith(b"s")
+
+
+async def test_the_organisation_bucket_caps_the_sum_of_all_tenants(buckets: Buckets) -> None:
+    quota = Quota(buckets, policy())
+    acme = await burst(quota, "acme", 40)
+    globex = await burst(quota, "globex", 40)
+    admitted = acme.count("forwarded") + globex.count("forwarded")
+    assert 60 <= admitted <= 61
+    assert acme.count("forwarded") == 40  # acme came first and fit
+    refused = await quota.admit("globex", RUN)
+    assert refused.refused_by == "organization"
+    assert "organization" in refused.refusal().message
+
+
+async def test_a_refused_tenant_does_not_spend_the_organisation_budget(buckets: Buckets) -> None:
+    quota = Quota(buckets, policy())
+    await burst(quota, "acme", 200)  # 50 admitted, 150 refused by acme's own bucket
+    globex = await burst(quota, "globex", 10)
+    assert globex.count("forwarded") == 10
+
+
+async def test_shadow_mode_counts_refusals_and_lets_requests_through(buckets: Buckets) -> None:
+    quota = Quota(buckets, policy())
+    outcomes = await burst(quota, "initech", 55)
+    assert outcomes[:50] == ["forwarded"] * 50
+    assert set(outcomes[50:]) == {"shadow_throttled"} or outcomes.count("shadow_throttled") >= 4
+
+
+async def test_tenants_without_limits_only_meet_the_organisation_bucket(buckets: Buckets) -> None:
+    quota = Quota(buckets, policy())
+    outcomes = await burst(quota, "walk-in", 70)
+    assert 60 <= outcomes.count("forwarded") <= 61
+
+
+async def test_shaping_waits_first_come_first_served_then_refuses(buckets: Buckets) -> None:
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    shaped = policy(
+        organization={"RUN_CREATE": {"requests_per_unit": 60, "burst": 2}},
+        shaping={"RUN_CREATE": {"max_wait": 3.0}},
+    )
+    quota = Quota(buckets, shaped, sleep=record)
+    outcomes = await burst(quota, "walk-in", 8)
+    # two from the burst, then one per second of refill for up to 3 s of waiting
+    assert outcomes[:5] == ["forwarded"] * 5
+    assert outcomes[5:] == ["throttled"] * 3
+    assert waits == sorted(waits)  # later arrivals wait longer: first come, first served
+    assert [round(w) for w in waits] == [1, 2, 3]
+
+
+async def test_reloading_the_policy_keeps_bucket_levels(buckets: Buckets) -> None:
+    quota = Quota(buckets, policy())
+    await burst(quota, "acme", 50)
+    quota.update(policy(organization={"RUN_CREATE": {"requests_per_unit": 1000}}))
+    assert (await quota.admit("acme", RUN)).outcome == "throttled"
+
+
+async def test_concurrent_admissions_never_overspend(buckets: Buckets) -> None:
+    quota = Quota(buckets, policy())
+    outcomes = await asyncio.gather(*(quota.admit("acme", RUN) for _ in range(120)))
+    assert 50 <= sum(d.allowed for d in outcomes) <= 51
