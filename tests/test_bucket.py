@@ -90,13 +90,17 @@ def test_take_pair_takes_from_both_or_neither(
         t_refused,
         o_refused,
     )
-    assert result.tenant is not None and result.org is not None
+    assert result.tenant is not None
+    assert result.org is not None
     assert (result.tenant.tokens, result.org.tokens) == (t_after, o_after)
 
 
 def test_take_pair_without_limits_allows_everything() -> None:
     result = take_pair(None, None, None, None, 0.0)
-    assert result.allowed and result.wait == 0 and result.tenant is None and result.org is None
+    assert result.allowed
+    assert result.wait == 0
+    assert result.tenant is None
+    assert result.org is None
 
 
 def test_refusal_waits_for_the_slower_bucket() -> None:

@@ -73,11 +73,14 @@ async def test_the_refusal_names_the_tenant_limit_and_says_when_to_retry(buckets
     quota = Quota(buckets, policy())
     await burst(quota, "acme", 50)
     decision = await quota.admit("acme", RUN)
-    assert not decision.allowed and decision.refused_by == "tenant"
+    assert not decision.allowed
+    assert decision.refused_by == "tenant"
     error = decision.refusal()
     assert error.status == 429
-    assert error.type == "requests" and error.code == "rate_limit_exceeded"
-    assert "tenant 'acme'" in error.message and "RUN_CREATE" in error.message
+    assert error.type == "requests"
+    assert error.code == "rate_limit_exceeded"
+    assert "tenant 'acme'" in error.message
+    assert "RUN_CREATE" in error.message
     headers = dict(error.headers)
     assert 0.0 < decision.wait <= 0.6
     assert headers[b"retry-after"] == b"1"

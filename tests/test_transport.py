@@ -106,13 +106,16 @@ def test_non_json_error_bodies_and_odd_statuses_pass_through(make_proxy: ProxyFa
         assert response.text == "<html>gateway says no</html>"
         assert response.headers["content-type"].startswith("text/plain")
         assert response.headers["x-extra"] == "yes"
-        assert proxy.sample(
-            "tollhouse_requests_total",
-            tenant="default",
-            **{"class": "GET"},
-            operation="assistants.list",
-            outcome="forwarded",
-        ) == 1
+        assert (
+            proxy.sample(
+                "tollhouse_requests_total",
+                tenant="default",
+                **{"class": "GET"},
+                operation="assistants.list",
+                outcome="forwarded",
+            )
+            == 1
+        )
 
 
 def test_upstream_429_passes_through_untouched(make_proxy: ProxyFactory) -> None:
@@ -203,13 +206,16 @@ def test_unknown_v1_paths_are_forwarded_and_counted_as_unknown(make_proxy: Proxy
         response = httpx.put(proxy.url + "/v1/some/new/thing", content=b"x")
         assert response.status_code == 200
         assert response.json()["path"] == "/v1/some/new/thing"
-        assert proxy.sample(
-            "tollhouse_requests_total",
-            tenant="default",
-            **{"class": "POST"},
-            operation="unknown",
-            outcome="forwarded",
-        ) == 1
+        assert (
+            proxy.sample(
+                "tollhouse_requests_total",
+                tenant="default",
+                **{"class": "POST"},
+                operation="unknown",
+                outcome="forwarded",
+            )
+            == 1
+        )
 
 
 def test_client_disconnect_mid_stream_cancels_the_upstream(make_proxy: ProxyFactory) -> None:
