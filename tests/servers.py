@@ -8,10 +8,16 @@ the server to "come up".
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal as signal_module
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -64,3 +70,66 @@ def serve(app: Any, **config: Any) -> Iterator[ServerThread]:
         yield server
     finally:
         server.stop()
+
+
+@dataclass
+class TollhouseProcess:
+    """``tollhouse serve`` as a real process; ``log`` collects what it writes."""
+
+    process: subprocess.Popen[str]
+    url: str
+    admin_url: str
+    log: list[str]
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> bool:
+        """Block until a log line containing ``text`` arrives (or the time is up)."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: any(text in line for line in self.log), timeout)
+
+    def __post_init__(self) -> None:
+        self._arrived = threading.Condition()
+
+    def _drain(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._arrived:
+                self.log.append(line)
+                self._arrived.notify_all()
+
+
+LISTENING = re.compile(r"tollhouse listening: proxy (\S+) admin (\S+)")
+
+
+@contextmanager
+def tollhouse_process(*args: str, env: dict[str, str] | None = None) -> Iterator[TollhouseProcess]:
+    """Start ``tollhouse serve`` on free ports; yields once it has bound its sockets."""
+    command = [sys.executable, "-m", "tollhouse.cli", "serve", "--port", "0", "--admin-port", "0"]
+    process = subprocess.Popen(
+        [*command, *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stderr is not None
+    log: list[str] = []
+    for line in process.stderr:
+        log.append(line)
+        if match := LISTENING.search(line):
+            break
+    else:
+        process.wait()
+        raise RuntimeError("tollhouse serve exited before listening:\n" + "".join(log))
+    running = TollhouseProcess(process, match.group(1), match.group(2), log)
+    drain = threading.Thread(target=running._drain, daemon=True)
+    drain.start()
+    try:
+        yield running
+    finally:
+        process.send_signal(signal_module.SIGTERM)
+        process.wait(15)
+        drain.join(5)
+        process.stderr.close()

@@ -164,21 +164,35 @@ def _config(app: object, **options: object) -> uvicorn.Config:
     )
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """Bind and listen now, so the real port is known (port 0) and early clients queue."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 async def serve(
     tollhouse: Tollhouse,
     proxy_socket: socket.socket | None = None,
     admin_socket: socket.socket | None = None,
 ) -> None:
-    """Serve the proxy and the admin endpoints until SIGINT / SIGTERM."""
+    """Serve the proxy and the admin endpoints until SIGINT / SIGTERM; SIGHUP reloads."""
     settings = tollhouse.settings
-    main = uvicorn.Server(_config(tollhouse, host=settings.host, port=settings.port, lifespan="on"))
-    admin = _AdminServer(
-        _config(tollhouse.admin, host=settings.admin_host, port=settings.admin_port, lifespan="off")
-    )
+    proxy_socket = proxy_socket or listen(settings.host, settings.port)
+    admin_socket = admin_socket or listen(settings.admin_host, settings.admin_port)
+    main = uvicorn.Server(_config(tollhouse, lifespan="on"))
+    admin = _AdminServer(_config(tollhouse.admin, lifespan="off"))
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, tollhouse.reload_policy)
-    admin_task = asyncio.create_task(admin.serve([admin_socket] if admin_socket else None))
+    log.info("tollhouse listening: proxy %s admin %s", _url(proxy_socket), _url(admin_socket))
+    admin_task = asyncio.create_task(admin.serve([admin_socket]))
     try:
-        await main.serve([proxy_socket] if proxy_socket else None)
+        await main.serve([proxy_socket])
     finally:
         admin.should_exit = True
         await admin_task
