@@ -167,7 +167,12 @@ def _config(app: object, **options: object) -> uvicorn.Config:
 def listen(host: str, port: int) -> socket.socket:
     """Bind and listen now, so the real port is known (port 0) and early clients queue."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=2048)
+    # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on connections of such a socket;
+    # without it keep-alive responses wait out the client's delayed ACK (~40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
     sock.setblocking(False)
     return sock
 
