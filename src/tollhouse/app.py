@@ -143,15 +143,15 @@ def _refuse_dangerous(policy: Policy, upstream_key: str | None) -> None:
         )
 
 
-class _AdminServer(uvicorn.Server):
-    """The admin server shares the process; the main server owns the signals."""
+class QuietServer(uvicorn.Server):
+    """A server sharing the process with another that owns the signals."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
 
-def _config(app: object, **options: object) -> uvicorn.Config:
+def server_config(app: object, **options: object) -> uvicorn.Config:
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         loop="uvloop",
@@ -186,18 +186,30 @@ async def serve(
     tollhouse: Tollhouse,
     proxy_socket: socket.socket | None = None,
     admin_socket: socket.socket | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve the proxy and the admin endpoints until SIGINT / SIGTERM; SIGHUP reloads."""
+    """Serve the proxy and the admin endpoints until SIGINT / SIGTERM or ``stop``.
+
+    SIGHUP reloads the policy file.
+    """
     settings = tollhouse.settings
     proxy_socket = proxy_socket or listen(settings.host, settings.port)
     admin_socket = admin_socket or listen(settings.admin_host, settings.admin_port)
-    main = uvicorn.Server(_config(tollhouse, lifespan="on"))
-    admin = _AdminServer(_config(tollhouse.admin, lifespan="off"))
+    main = uvicorn.Server(server_config(tollhouse, lifespan="on"))
+    admin = QuietServer(server_config(tollhouse.admin, lifespan="off"))
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, tollhouse.reload_policy)
     log.info("tollhouse listening: proxy %s admin %s", _url(proxy_socket), _url(admin_socket))
     admin_task = asyncio.create_task(admin.serve([admin_socket]))
+    stopper = asyncio.create_task(_stop_on(stop, main)) if stop is not None else None
     try:
         await main.serve([proxy_socket])
     finally:
+        if stopper is not None:
+            stopper.cancel()
         admin.should_exit = True
         await admin_task
+
+
+async def _stop_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
+    await stop.wait()
+    server.should_exit = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,17 @@ from tollhouse.settings import Settings
 
 
 def run_async(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop; Ctrl-C after a graceful shutdown ends the command quietly."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform
-        asyncio.run(main)
+        runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     else:
-        uvloop.run(main)
+        runner = uvloop.run
+    try:
+        runner(main)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
 
 
 @click.group()
@@ -69,6 +74,18 @@ def serve(
 
 
 @main.command()
+@click.option("--port", type=int, default=8080, show_default=True, help="Proxy port (0: any).")
+@click.option("--admin-port", type=int, default=9464, show_default=True, help="Admin port.")
+@click.option("--duration", type=float, help="Stop after this many seconds (default: Ctrl-C).")
+def demo(port: int, admin_port: int, duration: float | None) -> None:
+    """Start a simulated upstream, tollhouse in front of it, and sample tenant traffic."""
+    from tollhouse.demo import run_demo
+
+    logs.configure("warning")
+    run_async(run_demo(port=port, admin_port=admin_port, duration=duration))
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--queued-seconds", type=float, default=0.05, show_default=True)
@@ -112,6 +129,7 @@ def keys_create(tenant: str) -> None:
     click.echo("      (shown once; give it to the tenant's app as its API key)")
     click.echo("add to the policy file:")
     click.echo(f"  tenants:\n    {tenant}:\n      keys:\n        - {hash_key(key)}")
+
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,92 @@
+"""``tollhouse demo``: the simulator upstream, tollhouse in front, three tenants' traffic.
+
+Everything runs in one process on loopback: the newcomer's first look at what
+tollhouse sees and does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from tollhouse.app import QuietServer, Tollhouse, listen, serve, server_config
+from tollhouse.demo import traffic
+from tollhouse.demo.report import render
+from tollhouse.policy import Policy, parse_policy
+from tollhouse.settings import Settings
+from tollhouse.simulator import SimulatorConfig, create_app
+
+DEMO_POLICY = {
+    "identify": {"mode": "header", "header": traffic.TENANT_HEADER},
+    "tenants": {
+        "acme": {"limits": {"RUN_CREATE": {"requests_per_unit": 60, "burst": 20}}},
+        "globex": {"limits": {"RUN_CREATE": {"requests_per_unit": 60, "burst": 20}}},
+        "initech": {"limits": {"GET": {"requests_per_unit": 120, "burst": 40}}},
+    },
+    "shaping": {"POST": {"max_wait": 2.0}},
+}
+Print = Callable[[str], None]
+
+
+def demo_policy() -> Policy:
+    return parse_policy(DEMO_POLICY, "the demo policy")
+
+
+async def scenario(base_url: str, out: Print) -> None:
+    def say(tenant: str, text: str) -> None:
+        out(f"  [{tenant:<7}] {text}")
+
+    await asyncio.gather(
+        traffic.analyst(base_url, say),
+        traffic.support_bot(base_url, say),
+        traffic.noisy_poller(base_url, say),
+    )
+
+
+async def run_demo(
+    port: int = 8080, admin_port: int = 9464, duration: float | None = None, out: Print = print
+) -> None:
+    started = time.monotonic()
+    upstream_socket = listen("127.0.0.1", 0)
+    upstream_port = upstream_socket.getsockname()[1]
+    simulator = QuietServer(server_config(create_app(SimulatorConfig()), lifespan="on"))
+    simulator_task = asyncio.create_task(simulator.serve([upstream_socket]))
+
+    settings = Settings(
+        upstream_url=f"http://127.0.0.1:{upstream_port}/v1", port=port, admin_port=admin_port
+    )
+    tollhouse = Tollhouse(settings, policy=demo_policy())
+    proxy_socket = listen(settings.host, settings.port)
+    admin_socket = listen(settings.admin_host, settings.admin_port)
+    proxy_url = f"http://127.0.0.1:{proxy_socket.getsockname()[1]}/v1"
+    admin_url = f"http://127.0.0.1:{admin_socket.getsockname()[1]}"
+    stop = asyncio.Event()
+    serving = asyncio.create_task(serve(tollhouse, proxy_socket, admin_socket, stop))
+
+    out("tollhouse demo")
+    out(f"  upstream (Assistants simulator)  {settings.upstream_url}")
+    out(f"  tollhouse proxy                  {proxy_url}   <- point OPENAI_BASE_URL here")
+    out(f"  metrics, health                  {admin_url}/metrics  {admin_url}/readyz")
+    out("")
+    out("Traffic from three tenants (acme, globex, initech) through the real openai client:")
+    work = asyncio.create_task(scenario(proxy_url, out))
+    try:
+        done, _ = await asyncio.wait({serving, work}, return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            work.result()
+            out("")
+            out("What tollhouse saw (requests by tenant, class and outcome):")
+            out(render(tollhouse.registry))
+            out("")
+            if duration is None:
+                out(f"The admin endpoint stays up at {admin_url}/metrics; Ctrl-C to stop.")
+            else:
+                remaining = max(0.0, duration - (time.monotonic() - started))
+                await asyncio.wait({serving}, timeout=remaining)
+    finally:
+        work.cancel()
+        stop.set()
+        await asyncio.gather(work, serving, return_exceptions=True)
+        simulator.should_exit = True
+        await simulator_task
