@@ -1,0 +1,1 @@
+"""HTTP endpoints of the simulated API, one module per resource family."""
