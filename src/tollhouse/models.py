@@ -1,0 +1,116 @@
+"""The ledger's tables. Times are Unix seconds (integers), as the API gives them."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class OwnedObject(SQLModel, table=True):
+    """An upstream object created through tollhouse, and the tenant that owns it."""
+
+    __tablename__ = "owned_object"
+    __table_args__ = (Index("ix_owned_object_tenant_kind", "tenant", "kind"),)
+
+    id: str = Field(primary_key=True, max_length=128)
+    kind: str = Field(max_length=32)
+    tenant: str = Field(max_length=64)
+    parent_id: str | None = Field(default=None, max_length=128)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_used_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    keep: bool = False
+    deleted_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class Run(SQLModel, table=True):
+    """A run, upserted by id; its tokens are counted once, when it is first seen terminal."""
+
+    __tablename__ = "run"
+    __table_args__ = (
+        Index("ix_run_tenant_finished", "tenant", "finished_at"),
+        Index("ix_run_pending", "usage_recorded_at", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=128)
+    tenant: str = Field(max_length=64)
+    thread_id: str = Field(max_length=128)
+    assistant_id: str | None = Field(default=None, max_length=128)
+    model: str | None = Field(default=None, max_length=128)
+    status: str = Field(max_length=32)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    finished_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    prompt_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    completion_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    total_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    usage_recorded_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    code_interpreter: bool = False
+    file_search: bool = False
+    steps_seen: bool = False
+    last_seen_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ToolCall(SQLModel, table=True):
+    """A Code Interpreter or File Search call seen in a run step, counted once by id."""
+
+    __tablename__ = "tool_call"
+    __table_args__ = (Index("ix_tool_call_tenant_type_at", "tenant", "type", "at"),)
+
+    id: str = Field(primary_key=True, max_length=128)
+    type: str = Field(max_length=32)
+    tenant: str = Field(max_length=64)
+    thread_id: str = Field(max_length=128)
+    run_id: str = Field(max_length=128)
+    step_id: str = Field(max_length=128)
+    at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class CodeInterpreterSession(SQLModel, table=True):
+    """A billed Code Interpreter session: a thread's first call opens one for an hour."""
+
+    __tablename__ = "code_interpreter_session"
+    __table_args__ = (
+        UniqueConstraint("thread_id", "started_at", name="uq_ci_session_thread_start"),
+        Index("ix_ci_session_tenant_started", "tenant", "started_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(max_length=64)
+    thread_id: str = Field(max_length=128)
+    started_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class VectorStoreSample(SQLModel, table=True):
+    """``usage_bytes`` of a vector store at a moment, attributed to its owner."""
+
+    __tablename__ = "vector_store_sample"
+    __table_args__ = (
+        Index("ix_vs_sample_store_at", "vector_store_id", "at"),
+        Index("ix_vs_sample_tenant_at", "tenant", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    vector_store_id: str = Field(max_length=128)
+    tenant: str = Field(max_length=64)
+    at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    usage_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class RequestCount(SQLModel, table=True):
+    """Requests per tenant, class and outcome, aggregated per minute."""
+
+    __tablename__ = "request_count"
+
+    tenant: str = Field(primary_key=True, max_length=64)
+    request_class: str = Field(primary_key=True, max_length=16)
+    outcome: str = Field(primary_key=True, max_length=32)
+    minute: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    count: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Tenant(SQLModel, table=True):
+    """A tenant the ledger has seen."""
+
+    __tablename__ = "tenant"
+
+    name: str = Field(primary_key=True, max_length=64)
+    first_seen_at: int = Field(sa_column=Column(BigInteger, nullable=False))
