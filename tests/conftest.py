@@ -1,18 +1,24 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import openai
 import pytest
+from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry
 
 from tests.servers import ServerThread, serve
 from tollhouse.app import Tollhouse
 from tollhouse.policy import Policy
 from tollhouse.settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,6 +47,15 @@ class RunningProxy:
         self.clients.append(client)
         return client
 
+    def flush(self) -> None:
+        """Wait until the ledger writer has written everything handed to it so far."""
+        self.run(self.tollhouse.writer.flush())
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the server's event loop (the proxy's own objects live there)."""
+        assert self.server.loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self.server.loop).result(60)
+
     def close_clients(self) -> None:
         for client in self.clients:
             client.close()
@@ -51,15 +66,23 @@ ProxyFactory = Callable[..., AbstractContextManager[RunningProxy]]
 
 @contextmanager
 def running_proxy(
-    upstream_url: str, policy: Policy | None = None, **settings: Any
+    upstream_url: str,
+    policy: Policy | None = None,
+    exporter: SpanExporter | None = None,
+    **settings: Any,
 ) -> Iterator[RunningProxy]:
-    tollhouse = Tollhouse(Settings(upstream_url=upstream_url, **settings), policy=policy)
-    with serve(tollhouse) as server, serve(tollhouse.admin) as admin:
-        running = RunningProxy(tollhouse, server, admin)
-        try:
-            yield running
-        finally:
-            running.close_clients()
+    with tempfile.TemporaryDirectory() as state:
+        settings.setdefault("database_url", f"sqlite:///{state}/ledger.db")
+        settings.setdefault("spool_path", Path(state) / "ledger.spool")
+        tollhouse = Tollhouse(
+            Settings(upstream_url=upstream_url, **settings), policy=policy, exporter=exporter
+        )
+        with serve(tollhouse) as server, serve(tollhouse.admin) as admin:
+            running = RunningProxy(tollhouse, server, admin)
+            try:
+                yield running
+            finally:
+                running.close_clients()
 
 
 @pytest.fixture

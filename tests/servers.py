@@ -14,6 +14,7 @@ import signal as signal_module
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,12 +110,17 @@ LISTENING = re.compile(r"tollhouse listening: proxy (\S+) admin (\S+)")
 def tollhouse_process(*args: str, env: dict[str, str] | None = None) -> Iterator[TollhouseProcess]:
     """Start ``tollhouse serve`` on free ports; yields once it has bound its sockets."""
     command = [sys.executable, "-m", "tollhouse.cli", "serve", "--port", "0", "--admin-port", "0"]
+    state = tempfile.TemporaryDirectory()
+    defaults = {
+        "TOLLHOUSE_DATABASE_URL": f"sqlite:///{state.name}/ledger.db",
+        "TOLLHOUSE_SPOOL_PATH": f"{state.name}/ledger.spool",
+    }
     process = subprocess.Popen(
         [*command, *args],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **defaults, **(env or {})},
     )
     assert process.stderr is not None
     log: list[str] = []
@@ -135,3 +141,4 @@ def tollhouse_process(*args: str, env: dict[str, str] | None = None) -> Iterator
         process.wait(15)
         drain.join(5)
         process.stderr.close()
+        state.cleanup()

@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,54 +79,72 @@ def _postgres_bin(name: str) -> str:
     return require(name)
 
 
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster on a loopback port that tests can stop and restart."""
+
+    def __init__(self) -> None:
+        self._as_user: list[str] = []
+        self.workdir = tempfile.mkdtemp(prefix="tollhouse-pg-")
+        if os.geteuid() == 0:  # the server refuses to run as root
+            shutil.chown(self.workdir, "postgres", "postgres")
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        self.data, self.port = f"{self.workdir}/data", free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.running = False
+        subprocess.run(
+            [
+                *self._as_user,
+                _postgres_bin("initdb"),
+                "-D",
+                self.data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def _pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self._as_user, _postgres_bin("pg_ctl"), "-D", self.data, "-w", "-t", "60", *args],
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        """Start the server; pg_ctl -w returns once it accepts connections."""
+        options = (
+            f"-p {self.port} -h 127.0.0.1 -k {self.workdir} -c fsync=off -c full_page_writes=off"
+        )
+        self._pg_ctl("-l", f"{self.workdir}/server.log", "-o", options, "start")
+        self.running = True
+
+    def stop(self) -> None:
+        """Fast shutdown: open connections are cut, as when a database host goes away."""
+        if self.running:
+            self._pg_ctl("-m", "fast", "stop")
+            self.running = False
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on a loopback port; yields a database URL."""
-    initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
-    as_user: list[str] = []
-    workdir = tempfile.mkdtemp(prefix="tollhouse-pg-")
-    if os.geteuid() == 0:  # the server refuses to run as root
-        shutil.chown(workdir, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = f"{workdir}/data", free_port()
-    subprocess.run(
-        [*as_user, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
-        check=True,
-        capture_output=True,
-    )
-    process = subprocess.Popen(
-        [
-            *as_user,
-            postgres,
-            "-D",
-            data,
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-            "-k",
-            workdir,
-            "-c",
-            "fsync=off",
-            "-c",
-            "full_page_writes=off",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        for line in process.stderr:
-            if "ready to accept connections" in line:
-                break
-        else:
-            pytest.fail(f"postgres exited with {process.wait()}")
-        threading.Thread(target=process.stderr.read, daemon=True).start()
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        process.terminate()
-        process.wait(20)
-        if process.stderr is not None:
-            process.stderr.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with postgres_cluster() as cluster:
+        yield cluster.url

@@ -116,6 +116,7 @@ def test_the_organisation_bucket_caps_the_sum_of_all_tenants(simulator: ServerTh
     )
     with running_proxy(simulator.url + "/v1", policy=policy) as proxy:
         clients = [proxy.client(default_headers={HEADER: t}) for t in ("a", "b", "c")]
+        refusals: list[str] = []
 
         def threads(client: openai.OpenAI) -> int:
             created = 0
@@ -124,12 +125,14 @@ def test_the_organisation_bucket_caps_the_sum_of_all_tenants(simulator: ServerTh
                     client.beta.threads.create()
                     created += 1
                 except openai.RateLimitError as exc:
-                    assert "the organization" in exc.message
+                    refusals.append(exc.message)
             return created
 
         with ThreadPoolExecutor(3) as pool:
             total = sum(pool.map(threads, clients))
     assert 30 <= total <= 32
+    assert len(refusals) == 60 - total
+    assert all("the organization" in message for message in refusals)
 
 
 def test_default_retries_absorb_a_burst_that_fits_the_retry_window(

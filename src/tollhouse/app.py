@@ -5,25 +5,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Iterator
 
 import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tollhouse.asgi import Message, Receive, Scope, Send
 from tollhouse.buckets import buckets_from_url
+from tollhouse.collector import Collector, CollectorSettings
+from tollhouse.db import engine_from_url, migrate
 from tollhouse.forward import Forwarder, UpstreamSettings
 from tollhouse.metrics import Metrics
+from tollhouse.ownership import Ownership
 from tollhouse.policy import Policy, PolicyError, load_policy
-from tollhouse.proxy import Message, Proxy, Receive, Scope, Send
+from tollhouse.pricing import load_pricing
+from tollhouse.proxy import Proxy
 from tollhouse.quota import Quota
+from tollhouse.schedule import collector_scheduler
 from tollhouse.settings import Settings
+from tollhouse.spool import Spool
 from tollhouse.tenants import Tenants
+from tollhouse.tracing import Tracing, exporter_from_env
+from tollhouse.writer import LedgerWriter
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +48,7 @@ class Tollhouse:
         settings: Settings,
         policy: Policy | None = None,
         registry: CollectorRegistry | None = None,
+        exporter: SpanExporter | None = None,
     ) -> None:
         self.settings = settings
         if policy is None:
@@ -51,6 +64,12 @@ class Tollhouse:
             settings.buckets_url, settings.replicas, self.metrics.buckets_fallback.set
         )
         self.quota = Quota(self.buckets, policy)
+        self.pricing = load_pricing(settings.pricing_file)
+        self.engine = engine_from_url(settings.database_url)
+        self.writer = LedgerWriter(
+            self.engine, self.metrics, self.pricing, Spool(settings.spool_path), tenants.label
+        )
+        self.ownership = Ownership(self.engine, self.writer)
         self.forwarder = Forwarder(
             UpstreamSettings(
                 url=settings.upstream_url,
@@ -59,7 +78,28 @@ class Tollhouse:
                 max_connections=settings.max_connections,
             )
         )
-        self.proxy = Proxy(self.forwarder, self.metrics, tenants, self.quota)
+        self.tracing = Tracing(exporter if exporter is not None else exporter_from_env(os.environ))
+        self.proxy = Proxy(
+            self.forwarder,
+            self.metrics,
+            tenants,
+            self.quota,
+            self.ownership,
+            self.writer,
+            self.tracing,
+        )
+        self.collector: Collector | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        if self._upstream_key:
+            self.collector = Collector(
+                self.engine,
+                self.writer,
+                self.forwarder,
+                self.quota,
+                self.metrics,
+                CollectorSettings(self._upstream_key, reconcile_after=settings.reconcile_after),
+                tenants.label,
+            )
         self.ready = False
         self.admin = Starlette(
             routes=[
@@ -91,19 +131,37 @@ class Tollhouse:
         await send({"type": "lifespan.shutdown.complete"})
 
     async def startup(self) -> None:
+        await asyncio.to_thread(migrate, self.engine)
+        self.writer.start()
         await self.forwarder.open()
+        if self.collector is not None:
+            self.scheduler = collector_scheduler(
+                self.collector, self.settings.reconcile_seconds, self.settings.sample_seconds
+            )
+            self.scheduler.start()
+        else:
+            log.warning(
+                "TOLLHOUSE_UPSTREAM_API_KEY is not set: the reconciler and the storage "
+                "sampler are off (usage the proxy does not see is not collected)"
+            )
         self.ready = True
         log.info("tollhouse forwarding to %s", self.forwarder.name)
 
     async def shutdown(self) -> None:
         self.ready = False
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
         await self.forwarder.close()
         await self.buckets.close()
+        await self.writer.close()
+        self.engine.dispose()
+        self.tracing.shutdown()
 
     def apply_policy(self, policy: Policy) -> None:
         """Use a new policy from the next request on; bucket levels are kept."""
         _refuse_dangerous(policy, self._upstream_key)
-        self.proxy.tenants = Tenants(policy, self._upstream_key)
+        self.proxy.tenants = tenants = Tenants(policy, self._upstream_key)
+        self.writer.label = tenants.label
         self.quota.update(policy)
 
     def reload_policy(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col
 
 from tollhouse.meter import ObjectSeen, RunSeen, StepSeen
 from tollhouse.models import (
@@ -173,8 +174,8 @@ def _record_owned(connection: Connection, owned: list[Owned], now: int) -> None:
             update(OwnedObject)
             .where(
                 and_(
-                    OwnedObject.id == row["id"],  # type: ignore[arg-type]
-                    OwnedObject.last_used_at < row["last_used_at"],  # type: ignore[arg-type]
+                    col(OwnedObject.id) == row["id"],
+                    col(OwnedObject.last_used_at) < row["last_used_at"],
                 )
             )
             .values(last_used_at=row["last_used_at"])
@@ -222,14 +223,14 @@ def _record_runs(connection: Connection, seen: list[Seen], now: int, counted: Co
         usage = run.usage
         owner = connection.execute(
             update(Run)
-            .where(and_(Run.id == run.id, Run.usage_recorded_at.is_(None)))  # type: ignore[arg-type,union-attr]
+            .where(and_(col(Run.id) == run.id, col(Run.usage_recorded_at).is_(None)))
             .values(
                 usage_recorded_at=now,
                 prompt_tokens=usage.prompt_tokens if usage else None,
                 completion_tokens=usage.completion_tokens if usage else None,
                 total_tokens=usage.total_tokens if usage else None,
             )
-            .returning(Run.tenant)  # type: ignore[arg-type]
+            .returning(col(Run.tenant))
         ).scalar_one_or_none()
         if owner is not None:  # this batch recorded the terminal state first
             counted.finished_runs.append(FinishedRun(owner, run))
@@ -253,7 +254,7 @@ def _record_steps(connection: Connection, seen: list[Seen], now: int, counted: C
                 calls[call.id] = (item.tenant, call)
     if run_ids:
         connection.execute(
-            update(Run).where(Run.id.in_(sorted(run_ids))).values(steps_seen=True)  # type: ignore[attr-defined]
+            update(Run).where(col(Run.id).in_(sorted(run_ids))).values(steps_seen=True)
         )
     for call_id, (tenant, call) in sorted(calls.items(), key=lambda kv: kv[1][1].at):
         inserted = connection.execute(
@@ -268,7 +269,7 @@ def _record_steps(connection: Connection, seen: list[Seen], now: int, counted: C
                 at=call.at,
             )
             .on_conflict_do_nothing(index_elements=["id"])
-            .returning(ToolCall.id)  # type: ignore[arg-type]
+            .returning(col(ToolCall.id))
         ).first()
         if inserted is None:  # seen before
             continue
@@ -285,11 +286,11 @@ def _record_steps(connection: Connection, seen: list[Seen], now: int, counted: C
 def _opens_session(connection: Connection, thread_id: str, at: int) -> bool:
     """A call opens a session unless one in its thread started within the hour before it."""
     active = connection.execute(
-        select(CodeInterpreterSession.id).where(
+        select(col(CodeInterpreterSession.id)).where(
             and_(
-                CodeInterpreterSession.thread_id == thread_id,  # type: ignore[arg-type]
-                CodeInterpreterSession.started_at > at - SESSION_SECONDS,  # type: ignore[arg-type]
-                CodeInterpreterSession.started_at <= at,  # type: ignore[arg-type]
+                col(CodeInterpreterSession.thread_id) == thread_id,
+                col(CodeInterpreterSession.started_at) > at - SESSION_SECONDS,
+                col(CodeInterpreterSession.started_at) <= at,
             )
         )
     ).first()
@@ -303,6 +304,8 @@ def owners(engine: Engine, ids: Iterable[str]) -> Mapping[str, str]:
         return {}
     with engine.connect() as connection:
         rows = connection.execute(
-            select(OwnedObject.id, OwnedObject.tenant).where(OwnedObject.id.in_(wanted))  # type: ignore[attr-defined]
+            select(col(OwnedObject.id), col(OwnedObject.tenant)).where(
+                col(OwnedObject.id).in_(wanted)
+            )
         )
         return {row.id: row.tenant for row in rows}

@@ -10,6 +10,7 @@ from tollhouse import __version__
 from tollhouse.classify import ROUTES, UNKNOWN, Operation, RequestClass
 from tollhouse.quota import ORG, Decision
 
+COST_COMPONENTS = ("tokens", "code_interpreter", "file_search_calls", "vector_storage")
 OUTCOMES = ("forwarded", "throttled", "shadow_throttled", "upstream_error", "rejected")
 
 # Fine-grained buckets for the time tollhouse itself adds (tens of microseconds and up).
@@ -90,6 +91,72 @@ class Metrics:
             "1 while the shared bucket store is unreachable and local buckets are used.",
             registry=registry,
         )
+        self.tokens = Counter(
+            "tollhouse_tokens",
+            "Model tokens of finished runs, by tenant, model and direction (input/output).",
+            ["tenant", "model", "direction"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "tollhouse_cost_usd",
+            "What tenants cost, in US dollars, by component.",
+            ["tenant", "component"],
+            registry=registry,
+        )
+        self.runs = Counter(
+            "tollhouse_runs",
+            "Runs seen reaching a terminal status, counted once each.",
+            ["tenant", "status"],
+            registry=registry,
+        )
+        self.run_duration = Histogram(
+            "tollhouse_run_duration_seconds",
+            "Run time from creation to its terminal status.",
+            ["status"],
+            buckets=(1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=registry,
+        )
+        self.code_interpreter_sessions = Counter(
+            "tollhouse_code_interpreter_sessions",
+            "Code Interpreter sessions (one per thread per hour of use).",
+            ["tenant"],
+            registry=registry,
+        )
+        self.file_search_calls = Counter(
+            "tollhouse_file_search_calls",
+            "File Search tool calls seen in run steps.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.vector_store_bytes = Gauge(
+            "tollhouse_vector_store_bytes",
+            "Vector-store usage_bytes at the last sample, by owning tenant.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.run_polls = Counter(
+            "tollhouse_run_polls",
+            "GET retrievals of runs (status polling).",
+            ["tenant"],
+            registry=registry,
+        )
+        self.unpriced_usage = Counter(
+            "tollhouse_unpriced_usage",
+            "Tokens of models missing from the pricing table (metered, not priced).",
+            ["model"],
+            registry=registry,
+        )
+        self.ledger_write_errors = Counter(
+            "tollhouse_ledger_write_errors",
+            "Ledger writes that failed and went to the spool file.",
+            registry=registry,
+        )
+        self.collector_last_success = Gauge(
+            "tollhouse_collector_last_success_timestamp_seconds",
+            "When a collector job last finished without error.",
+            ["job"],
+            registry=registry,
+        )
         self.build_info = Info("tollhouse_build", "tollhouse build information.", registry=registry)
         self.build_info.info({"version": __version__})
         self._initialise(tenants)
@@ -110,6 +177,7 @@ class Metrics:
 
     def _initialise(self, tenants: Iterable[str]) -> None:
         """Create the known label sets at zero so rates and alerts see them from the start."""
+        tenants = tuple(tenants)
         for tenant in tenants:
             for route in ROUTES:
                 self.requests.labels(tenant, route.request_class, route.name, "forwarded")
@@ -118,5 +186,11 @@ class Metrics:
                     self.requests.labels(tenant, request_class, UNKNOWN, outcome)
         for request_class in RequestClass:
             self.ratelimit_wait.labels(request_class)
+        for tenant in tenants:
+            for component in COST_COMPONENTS:
+                self.cost.labels(tenant, component)
+            self.code_interpreter_sessions.labels(tenant)
+            self.file_search_calls.labels(tenant)
+            self.run_polls.labels(tenant)
         for reason in ("client_disconnect", "upstream_error"):
             self.stream_aborts.labels(reason)

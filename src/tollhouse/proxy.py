@@ -1,4 +1,4 @@
-"""The request path, top to bottom: classify, forward, relay, observe.
+"""The request path, top to bottom: classify, tenant, ownership, quota, forward, observe.
 
 Plain ASGI, so that bodies stream chunk by chunk in both directions and
 nothing sits between the upstream's bytes and the client.
@@ -9,74 +9,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
+from opentelemetry.trace import Span
+
+from tollhouse.asgi import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    StreamAborted,
+    request_body,
+    send_error,
+    wait_for_disconnect,
+)
 from tollhouse.classify import Operation, classify
 from tollhouse.errors import ErrorResponse, not_found
-from tollhouse.forward import (
-    Forwarder,
-    Headers,
-    UpstreamError,
-    UpstreamResponse,
-    forwarded_headers,
-)
+from tollhouse.forward import Forwarder, Headers, UpstreamError, UpstreamResponse, forwarded_headers
 from tollhouse.metrics import Metrics
+from tollhouse.observe import Observer, observes
+from tollhouse.ownership import Ownership
 from tollhouse.quota import Decision, Quota
-from tollhouse.tenants import OTHER, Tenants, UnknownKey
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from tollhouse.tenants import OTHER, Identity, Tenants, UnknownKey
+from tollhouse.tracing import Tracing
+from tollhouse.writer import LedgerWriter
 
 log = logging.getLogger(__name__)
 
 # Responses up to this size, with a known length, are read whole and sent in one
 # message; anything larger, or of unknown length (SSE), is relayed chunk by chunk.
 WHOLE_BODY_LIMIT = 256 * 1024
-
-
-class ClientDisconnected(Exception):
-    """The client went away before its request body was complete."""
-
-
-class StreamAborted(Exception):
-    """A response that had started could not be completed; the connection must drop."""
-
-
-async def _request_body(receive: Receive) -> bytes | AsyncIterator[bytes] | None:
-    """The request body: bytes when it came in one message, else a chunk stream."""
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientDisconnected
-    first: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return first or None
-
-    async def chunks() -> AsyncIterator[bytes]:
-        yield first
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected
-            yield message.get("body", b"")
-            if not message.get("more_body", False):
-                return
-
-    return chunks()
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def send_error(send: Send, error: ErrorResponse) -> None:
-    await send(
-        {"type": "http.response.start", "status": error.status, "headers": error.asgi_headers()}
-    )
-    await send({"type": "http.response.body", "body": error.body()})
+RUN_POLL = "threads.runs.retrieve"
 
 
 class _Exchange:
@@ -86,28 +49,39 @@ class _Exchange:
         "_clock",
         "_done",
         "_metrics",
+        "_writer",
         "decision",
-        "label",
+        "identity",
+        "observer",
         "operation",
+        "span",
         "started",
+        "status",
         "upstream_started",
     )
 
     def __init__(
         self,
         metrics: Metrics,
+        writer: LedgerWriter,
         clock: Callable[[], float],
-        label: str,
+        identity: Identity,
         operation: Operation,
         started: float,
         decision: Decision,
+        observer: Observer,
+        span: Span | None,
     ) -> None:
         self._metrics = metrics
+        self._writer = writer
         self._clock = clock
-        self.label = label
+        self.identity = identity
         self.operation = operation
         self.started = started
         self.decision = decision
+        self.observer = observer
+        self.span = span
+        self.status: int | None = None
         self.upstream_started: float | None = None
         self._done = False
 
@@ -118,7 +92,9 @@ class _Exchange:
         metrics, operation = self._metrics, self.operation
         if outcome == "forwarded":
             outcome = self.decision.outcome  # forwarded, or shadow_throttled
-        metrics.count(self.label, operation, outcome)
+        metrics.count(self.identity.label, operation, outcome)
+        self._writer.count_request(self.identity.tenant, operation.request_class, outcome)
+        Tracing.end(self.span, outcome, self.status)
         if self.upstream_started is not None and outcome != "upstream_error":
             now = self._clock()
             upstream = now - self.upstream_started
@@ -138,12 +114,18 @@ class Proxy:
         metrics: Metrics,
         tenants: Tenants,
         quota: Quota,
+        ownership: Ownership,
+        writer: LedgerWriter,
+        tracing: Tracing,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._forwarder = forwarder
         self._metrics = metrics
         self.tenants = tenants
         self._quota = quota
+        self._ownership = ownership
+        self._writer = writer
+        self._tracing = tracing
         self._clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -154,34 +136,69 @@ class Proxy:
             await send_error(send, not_found(method, path))
             return
         operation = classify(method, path)
-        metrics = self._metrics
         try:
             identity, headers = self.tenants.identify(forwarded_headers(scope["headers"]))
         except UnknownKey as exc:
             log.info("refused %s %s: %s", method, operation.name, exc)
-            metrics.count(OTHER, operation, "rejected")
-            await send_error(send, exc.response())
+            await self._refuse(send, OTHER, OTHER, operation, "rejected", exc.response())
             return
         decision = await self._quota.admit(identity.tenant, operation.request_class)
-        metrics.record_budget(identity.label, decision)
+        self._metrics.record_budget(identity.label, decision)
         if not decision.allowed:
-            metrics.count(identity.label, operation, "throttled")
-            await send_error(send, decision.refusal())
+            await self._refuse(
+                send, identity.tenant, identity.label, operation, "throttled", decision.refusal()
+            )
             return
-        metrics.in_flight.inc()
-        exchange = _Exchange(metrics, self._clock, identity.label, operation, started, decision)
+        refusal = await self._ownership.refusal(identity.tenant, operation)
+        if refusal is not None:
+            await self._refuse(
+                send, identity.tenant, identity.label, operation, "rejected", refusal
+            )
+            return
+        if operation.name == RUN_POLL:
+            self._metrics.run_polls.labels(identity.label).inc()
+        span = self._tracing.start(operation, method, identity.tenant, operation.request_class)
+        observer = Observer(self._ownership, self._writer, identity.tenant, operation, span)
+        exchange = _Exchange(
+            self._metrics,
+            self._writer,
+            self._clock,
+            identity,
+            operation,
+            started,
+            decision,
+            observer,
+            span,
+        )
+        self._metrics.in_flight.inc()
         try:
             await self._forward(scope, receive, send, exchange, headers)
         finally:
-            metrics.in_flight.dec()
-            exchange.finish("forwarded")  # no-op unless a path below forgot to record
+            self._metrics.in_flight.dec()
+            exchange.finish("forwarded")  # no-op unless a path below left it unrecorded
+        observer.hand_over()
+
+    async def _refuse(
+        self,
+        send: Send,
+        tenant: str,
+        label: str,
+        operation: Operation,
+        outcome: str,
+        error: ErrorResponse,
+    ) -> None:
+        self._metrics.count(label, operation, outcome)
+        self._writer.count_request(tenant, operation.request_class, outcome)
+        span = self._tracing.start(operation, "", tenant, operation.request_class)
+        Tracing.end(span, outcome, error.status)
+        await send_error(send, error)
 
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, exchange: _Exchange, headers: Headers
     ) -> None:
         method: str = scope["method"]
         try:
-            body = await _request_body(receive)
+            body = await request_body(receive)
         except ClientDisconnected:
             exchange.finish("rejected")
             return
@@ -219,6 +236,7 @@ class Proxy:
             "status": response.status,
             "headers": response.headers,
         }
+        observing = observes(exchange.operation, response.status)
         length = response.content_length
         if length is not None and length <= WHOLE_BODY_LIMIT:
             try:
@@ -228,19 +246,26 @@ class Proxy:
                 exchange.finish("upstream_error")
                 await send_error(send, exc.response())
                 return
+            if observing:
+                await exchange.observer.whole_body(content, response.status)
             exchange.finish("forwarded")
             await send(start)
             await send({"type": "http.response.body", "body": content})
             return
         await send(start)
-        await self._stream(response, receive, send, exchange)
+        await self._stream(response, receive, send, exchange, observing)
 
     async def _stream(
-        self, response: UpstreamResponse, receive: Receive, send: Send, exchange: _Exchange
+        self,
+        response: UpstreamResponse,
+        receive: Receive,
+        send: Send,
+        exchange: _Exchange,
+        observing: bool,
     ) -> None:
         """Relay chunk by chunk; a client that leaves cancels the upstream read."""
-        relay = asyncio.ensure_future(self._relay_chunks(response, send, exchange))
-        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        relay = asyncio.ensure_future(self._relay_chunks(response, send, exchange, observing))
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         try:
             await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -257,8 +282,15 @@ class Proxy:
             raise StreamAborted(str(exc)) from exc
 
     @staticmethod
-    async def _relay_chunks(response: UpstreamResponse, send: Send, exchange: _Exchange) -> None:
+    async def _relay_chunks(
+        response: UpstreamResponse, send: Send, exchange: _Exchange, observing: bool
+    ) -> None:
+        observer = exchange.observer
         async for chunk in response.chunks():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if observing:
+                observer.chunk(chunk)
+        if observing:
+            await observer.end()
         exchange.finish("forwarded")
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -37,3 +37,17 @@ class Settings(BaseSettings):
     replicas: int = Field(
         1, ge=1, description="Replicas sharing the buckets; each keeps 1/replicas if Redis fails."
     )
+    database_url: str = Field(
+        "sqlite:///tollhouse.db", description="The ledger: sqlite:///path or postgresql://..."
+    )
+    spool_path: Path = Field(
+        Path("tollhouse.spool"), description="Where ledger writes wait while the database is down."
+    )
+    pricing_file: Path | None = Field(None, description="Your own pricing table (YAML).")
+    reconcile_seconds: float = Field(60.0, gt=0, description="How often the reconciler runs.")
+    reconcile_after: float = Field(
+        300.0, ge=0, description="Seconds a live run goes unseen before the reconciler fetches it."
+    )
+    sample_seconds: float = Field(
+        600.0, gt=0, description="How often vector-store storage is sampled."
+    )

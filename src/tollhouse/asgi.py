@@ -1,0 +1,55 @@
+"""ASGI plumbing for the request path: reading the client's body, answering errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from tollhouse.errors import ErrorResponse
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request body was complete."""
+
+
+class StreamAborted(Exception):
+    """A response that had started could not be completed; the connection must drop."""
+
+
+async def request_body(receive: Receive) -> bytes | AsyncIterator[bytes] | None:
+    """The request body: bytes when it came in one message, else a chunk stream."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected
+    first: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return first or None
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield first
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            yield message.get("body", b"")
+            if not message.get("more_body", False):
+                return
+
+    return chunks()
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def send_error(send: Send, error: ErrorResponse) -> None:
+    await send(
+        {"type": "http.response.start", "status": error.status, "headers": error.asgi_headers()}
+    )
+    await send({"type": "http.response.body", "body": error.body()})

@@ -1,0 +1,206 @@
+"""The collector: what the proxy could not see, asked of the upstream on a schedule.
+
+- The reconciler retrieves runs the proxy never saw finish (the client stopped
+  polling, a stream broke) and lists the steps of finished runs that had Code
+  Interpreter or File Search enabled but whose steps were never seen.
+- The storage sampler lists every vector store (paginated) and records its
+  ``usage_bytes`` against its owning tenant.
+
+Its upstream calls spend the organisation's GET budget as the internal tenant
+``_tollhouse``, so they can never push the organisation over its limits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, or_, select, update
+from sqlmodel import col
+
+from tollhouse import ledger
+from tollhouse.classify import RequestClass, classify
+from tollhouse.forward import Forwarder, UpstreamError
+from tollhouse.ledger import Sample
+from tollhouse.meter import RunSeen, observe_json
+from tollhouse.metrics import Metrics
+from tollhouse.models import Run
+from tollhouse.quota import Quota
+from tollhouse.writer import LedgerWriter
+
+log = logging.getLogger(__name__)
+
+COLLECTOR_TENANT = "_tollhouse"
+UNOWNED = "_unowned"
+PAGE = 100
+
+
+class BudgetExhausted(Exception):
+    """The organisation's GET bucket has nothing to spare for the collector right now."""
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    upstream_api_key: str
+    reconcile_after: float = 300.0  # seconds a live run must go unseen before it is fetched
+    batch: int = 200  # runs per reconciliation round
+
+
+class Collector:
+    def __init__(
+        self,
+        engine: Engine,
+        writer: LedgerWriter,
+        forwarder: Forwarder,
+        quota: Quota,
+        metrics: Metrics,
+        settings: CollectorSettings,
+        label: Callable[[str], str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._engine = engine
+        self._writer = writer
+        self._forwarder = forwarder
+        self._quota = quota
+        self._metrics = metrics
+        self._settings = settings
+        self._label = label
+        self._clock = clock
+
+    async def _get(self, path: str, query: str = "") -> tuple[int, bytes]:
+        decision = await self._quota.admit(COLLECTOR_TENANT, RequestClass.GET)
+        if not decision.allowed:
+            raise BudgetExhausted(f"organisation GET budget: retry in {decision.wait:.1f}s")
+        headers = [
+            (b"authorization", b"Bearer " + self._settings.upstream_api_key.encode()),
+            (b"openai-beta", b"assistants=v2"),
+            (b"accept", b"application/json"),
+        ]
+        response = await self._forwarder.send("GET", path, query, headers, None)
+        try:
+            return response.status, await response.read()
+        finally:
+            response.close()
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def _unfinished(self, now: float) -> list[Run]:
+        cutoff = int(now - self._settings.reconcile_after)
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(Run)
+                .where(
+                    or_(
+                        and_(col(Run.usage_recorded_at).is_(None), col(Run.last_seen_at) <= cutoff),
+                        and_(
+                            col(Run.usage_recorded_at).is_not(None),
+                            col(Run.steps_seen).is_(False),
+                            or_(col(Run.code_interpreter), col(Run.file_search)),
+                        ),
+                    )
+                )
+                .order_by(col(Run.last_seen_at))
+                .limit(self._settings.batch)
+            )
+            return [Run.model_validate(row._mapping) for row in rows]
+
+    async def reconcile(self) -> int:
+        """One round; returns how many runs it looked at."""
+        runs = self._unfinished(self._clock())
+        done = 0
+        try:
+            for run in runs:
+                finished = run.usage_recorded_at is not None or await self._fetch_run(run)
+                if finished and (run.code_interpreter or run.file_search):
+                    await self._fetch_steps(run)
+                done += 1
+        except BudgetExhausted as exc:
+            log.info("reconciler paused after %d runs: %s", done, exc)
+        self._succeeded("reconciler")
+        return done
+
+    async def _fetch_run(self, run: Run) -> bool:
+        """Retrieve a run for the ledger; True if it turned out to be finished."""
+        path = f"/v1/threads/{run.thread_id}/runs/{run.id}"
+        status, body = await self._get(path)
+        if status == 404:
+            self._forget(run.id)
+            return False
+        if status != 200:
+            raise UpstreamError(path, f"status {status}")
+        observations = observe_json(classify("GET", path), status, body)
+        self._writer.add(run.tenant, observations)
+        return any(isinstance(o, RunSeen) and o.terminal for o in observations)
+
+    async def _fetch_steps(self, run: Run) -> None:
+        path = f"/v1/threads/{run.thread_id}/runs/{run.id}/steps"
+        operation = classify("GET", path)
+        after = ""
+        while True:
+            query = f"limit={PAGE}&order=asc" + (f"&after={after}" if after else "")
+            status, body = await self._get(path, query)
+            if status != 200:
+                return
+            self._writer.add(run.tenant, observe_json(operation, status, body))
+            page = _json(body)
+            if not page.get("has_more") or not page.get("last_id"):
+                return
+            after = str(page["last_id"])
+
+    def _forget(self, run_id: str) -> None:
+        """The upstream no longer has the run: stop asking; it is recorded without usage."""
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(Run)
+                .where(col(Run.id) == run_id)
+                .values(status="gone", usage_recorded_at=int(self._clock()), steps_seen=True)
+            )
+
+    # -- vector-store storage -------------------------------------------------------------
+
+    async def sample_storage(self) -> int:
+        """List every vector store and record its bytes; returns how many were sampled."""
+        stores: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            query = f"limit={PAGE}&order=asc" + (f"&after={after}" if after else "")
+            status, body = await self._get("/v1/vector_stores", query)
+            if status != 200:
+                raise UpstreamError("/v1/vector_stores", f"status {status}")
+            page = _json(body)
+            stores.extend(s for s in page.get("data", []) if isinstance(s, dict) and "id" in s)
+            if not page.get("has_more") or not page.get("last_id"):
+                break
+            after = str(page["last_id"])
+        now = int(self._clock())
+        owners = ledger.owners(self._engine, [s["id"] for s in stores])
+        by_tenant: dict[str, int] = defaultdict(int)
+        for store in stores:
+            tenant = owners.get(store["id"], UNOWNED)
+            size = int(store.get("usage_bytes") or 0)
+            by_tenant[tenant] += size
+            self._writer.add_sample(Sample(store["id"], tenant, now, size))
+        labels: dict[str, int] = defaultdict(int)
+        for tenant, size in by_tenant.items():
+            labels[self._label(tenant)] += size
+        self._metrics.vector_store_bytes.clear()
+        for label, size in labels.items():
+            self._metrics.vector_store_bytes.labels(label).set(size)
+        self._succeeded("storage_sampler")
+        return len(stores)
+
+    def _succeeded(self, job: str) -> None:
+        self._metrics.collector_last_success.labels(job).set(self._clock())
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

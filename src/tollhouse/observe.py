@@ -1,0 +1,88 @@
+"""Observing one response: its created objects to ownership, its usage to the ledger.
+
+The proxy calls these hooks while it relays; nothing here changes or holds back
+the bytes the client receives. Only a create waits, for its owner to be written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from opentelemetry.trace import Span
+
+from tollhouse.classify import Operation
+from tollhouse.meter import (
+    ObjectSeen,
+    Observation,
+    RunSeen,
+    StreamMeter,
+    observe_json,
+    wants_body,
+)
+from tollhouse.ownership import Ownership
+from tollhouse.tracing import Tracing
+from tollhouse.writer import LedgerWriter
+
+
+def observes(operation: Operation, status: int) -> bool:
+    return 200 <= status < 300 and wants_body(operation)
+
+
+class Observer:
+    """Observations of one response, for one tenant."""
+
+    def __init__(
+        self,
+        ownership: Ownership,
+        writer: LedgerWriter,
+        tenant: str,
+        operation: Operation,
+        span: Span | None = None,
+    ) -> None:
+        self._ownership = ownership
+        self._writer = writer
+        self._tenant = tenant
+        self._operation = operation
+        self._span = span
+        self._rest: list[Observation] = []
+        self._stream: StreamMeter | None = None
+        self._owner_writes: list[asyncio.Task[None]] = []
+
+    def _split(self, observations: list[Observation]) -> list[ObjectSeen]:
+        created = []
+        for observation in observations:
+            if isinstance(observation, ObjectSeen) and self._operation.creates is not None:
+                created.append(observation)
+            else:
+                self._rest.append(observation)
+            if isinstance(observation, RunSeen):
+                Tracing.run(self._span, observation)
+        return created
+
+    async def whole_body(self, content: bytes, status: int) -> None:
+        """Before a complete JSON body is sent: the owners of what it created are written."""
+        created = self._split(observe_json(self._operation, status, content))
+        if created:
+            await self._ownership.record(self._tenant, created)
+
+    def chunk(self, chunk: bytes) -> None:
+        """A streamed chunk: owners are enforced at once; their write is awaited in ``end``."""
+        if self._stream is None:
+            self._stream = StreamMeter()
+        created = self._split(self._stream.feed(chunk))
+        if created:
+            self._ownership.claim(self._tenant, created)
+            self._owner_writes.append(
+                asyncio.ensure_future(self._ownership.record(self._tenant, created))
+            )
+
+    async def end(self) -> None:
+        """Before the last bytes of a stream go out: every owner is written."""
+        if self._owner_writes:
+            await asyncio.gather(*self._owner_writes)
+
+    def hand_over(self) -> None:
+        """After the response went out: usage goes to the ledger writer (no waiting)."""
+        if self._rest:
+            self._writer.add(self._tenant, self._rest)
+            self._rest = []
