@@ -10,6 +10,7 @@ upstream) have no owner and are not restricted.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -46,6 +47,38 @@ _NAMES = {
     Kind.UPLOAD: "upload",
 }
 NOBODY = ""  # cached: the object has no recorded owner
+# Request-body fields that name other objects (runs name an assistant, stores name files...).
+REFERENCE_FIELDS = {
+    "assistant_id": Kind.ASSISTANT,
+    "file_id": Kind.FILE,
+    "file_ids": Kind.FILE,
+    "vector_store_ids": Kind.VECTOR_STORE,
+}
+MAX_REFERENCES = 1000
+
+
+def referenced_ids(body: bytes) -> list[tuple[Kind, str]]:
+    """The objects a JSON request body names, wherever they are nested; [] if not JSON."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return []  # the upstream answers malformed bodies itself
+    found: list[tuple[Kind, str]] = []
+    pending: list[object] = [document]
+    while pending and len(found) < MAX_REFERENCES:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                kind = REFERENCE_FIELDS.get(key)
+                if kind is None:
+                    pending.append(value)
+                elif isinstance(value, str):
+                    found.append((kind, value))
+                elif isinstance(value, list):
+                    found.extend((kind, item) for item in value if isinstance(item, str))
+    return found
 
 
 def not_found(kind: Kind, object_id: str) -> ErrorResponse:
@@ -99,12 +132,16 @@ class Ownership:
         await self._writer.record_owned(tenant, objects)
 
     async def refusal(self, tenant: str, operation: Operation) -> ErrorResponse | None:
-        """The 404 to answer if the request names an object another tenant owns."""
+        """The 404 to answer if the request's path names an object another tenant owns."""
         named = [
             (kind, value)
             for name, value in operation.params.items()
             if (kind := PARAM_KINDS[name]) in RECORDED
         ]
+        return await self.refusal_for(tenant, named)
+
+    async def refusal_for(self, tenant: str, named: list[tuple[Kind, str]]) -> ErrorResponse | None:
+        """The 404 for the first of ``named`` that another tenant owns, if any."""
         if not named:
             return None
         missing = [value for _, value in named if self._cached(value) is None]

@@ -23,12 +23,12 @@ from tollhouse.asgi import (
     send_error,
     wait_for_disconnect,
 )
-from tollhouse.classify import Operation, classify
+from tollhouse.classify import Operation, RequestClass, classify
 from tollhouse.errors import ErrorResponse, not_found
 from tollhouse.forward import Forwarder, Headers, UpstreamError, UpstreamResponse, forwarded_headers
 from tollhouse.metrics import Metrics
 from tollhouse.observe import Observer, observes
-from tollhouse.ownership import Ownership
+from tollhouse.ownership import Ownership, referenced_ids
 from tollhouse.quota import Decision, Quota
 from tollhouse.tenants import OTHER, Identity, Tenants, UnknownKey
 from tollhouse.tracing import Tracing
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # message; anything larger, or of unknown length (SSE), is relayed chunk by chunk.
 WHOLE_BODY_LIMIT = 256 * 1024
 RUN_POLL = "threads.runs.retrieve"
+WRITES = frozenset({RequestClass.POST, RequestClass.RUN_CREATE})
 
 
 class _Exchange:
@@ -202,6 +203,13 @@ class Proxy:
         except ClientDisconnected:
             exchange.finish("rejected")
             return
+        if isinstance(body, bytes) and exchange.operation.request_class in WRITES:
+            named = referenced_ids(body)
+            refusal = await self._ownership.refusal_for(exchange.identity.tenant, named)
+            if refusal is not None:
+                exchange.finish("rejected")
+                await send_error(send, refusal)
+                return
         raw_path = scope.get("raw_path") or scope["path"].encode()
         exchange.upstream_started = self._clock()
         try:
