@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 class DatabaseUrlError(ValueError):
@@ -52,6 +53,8 @@ def engine_from_url(url: str) -> Engine:
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config  # imported on use: the proxy never needs alembic
+
     config = Config()
     config.set_main_option("script_location", str(files("tollhouse").joinpath("migrations")))
     return config
@@ -59,6 +62,8 @@ def alembic_config() -> Config:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (idempotent; safe on every start)."""
+    from alembic import command
+
     config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection

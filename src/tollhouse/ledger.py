@@ -153,20 +153,32 @@ def apply(engine: Engine, batch: Batch, now: int) -> Counted:
     return counted
 
 
+def record_owners(engine: Engine, owned: list[Owned], tenants: list[str], now: int) -> None:
+    """The fast path for creates: new owners (and tenants not seen before) in one go."""
+    with engine.begin() as connection:
+        if tenants:
+            _upsert(
+                connection, Tenant, [{"name": t, "first_seen_at": now} for t in tenants], ["name"]
+            )
+        _upsert(connection, OwnedObject, [_owned_row(o) for o in owned], ["id"])
+
+
+def _owned_row(owned: Owned) -> dict[str, Any]:
+    seen = owned.object
+    return {
+        "id": seen.id,
+        "kind": str(seen.kind),
+        "tenant": owned.tenant,
+        "parent_id": seen.parent_id,
+        "created_at": seen.created_at,
+        "last_used_at": max(seen.created_at, seen.last_active_at or 0),
+        "keep": seen.keep,
+    }
+
+
 def _record_owned(connection: Connection, owned: list[Owned], now: int) -> None:
     latest: dict[str, Owned] = {o.object.id: o for o in owned}
-    rows = [
-        {
-            "id": o.object.id,
-            "kind": str(o.object.kind),
-            "tenant": o.tenant,
-            "parent_id": o.object.parent_id,
-            "created_at": o.object.created_at,
-            "last_used_at": max(o.object.created_at, o.object.last_active_at or 0),
-            "keep": o.object.keep,
-        }
-        for o in latest.values()
-    ]
+    rows = [_owned_row(o) for o in latest.values()]
     # The first owner stays the owner; later sightings only move last use forward.
     _upsert(connection, OwnedObject, rows, ["id"], update_columns=["keep"])
     for row in rows:

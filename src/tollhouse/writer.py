@@ -56,12 +56,21 @@ class LedgerWriter:
         self._task: asyncio.Task[None] | None = None
         self._owned_queue: list[tuple[Batch, asyncio.Future[None]]] = []
         self._owned_writer: asyncio.Task[None] | None = None
+        self._known_tenants: set[str] = set()
+        # The latest sighting of each run since the last flush (a terminal one wins).
+        self._runs: dict[str, Seen] = {}
 
     # -- the request path: no waiting ---------------------------------------------------
 
     def add(self, tenant: str, observations: Iterable[RunSeen | StepSeen | ObjectSeen]) -> None:
         for observation in observations:
-            if isinstance(observation, ObjectSeen):
+            if isinstance(observation, RunSeen):
+                # Polls of one run collapse to its latest state (terminal wins), so a
+                # client polling in a tight loop costs one row per flush, not one per poll.
+                previous = self._runs.get(observation.id)
+                if previous is None or observation.terminal or not _terminal(previous):
+                    self._runs[observation.id] = Seen(tenant, observation)
+            elif isinstance(observation, ObjectSeen):
                 self._pending.owned.append(Owned(tenant, observation))
             else:
                 self._pending.seen.append(Seen(tenant, observation))
@@ -78,7 +87,7 @@ class LedgerWriter:
         requests[key] = requests.get(key, 0) + 1
 
     def _maybe_wake(self) -> None:
-        if len(self._pending) >= self._max_pending:
+        if len(self._pending) + len(self._runs) >= self._max_pending:
             self._wake.set()
 
     # -- creates: the owner is written before the response goes out ---------------------
@@ -99,10 +108,15 @@ class LedgerWriter:
         while self._owned_queue:
             queued, self._owned_queue = self._owned_queue, []
             batch = Batch(owned=[owned for part, _ in queued for owned in part.owned])
+            new_tenants = sorted({o.tenant for o in batch.owned} - self._known_tenants)
             try:
-                await asyncio.to_thread(ledger.apply, self._engine, batch, int(self._clock()))
+                await asyncio.to_thread(
+                    ledger.record_owners, self._engine, batch.owned, new_tenants, int(self._clock())
+                )
             except SQLAlchemyError as exc:
                 self._failed(batch, exc)
+            else:
+                self._known_tenants.update(new_tenants)
             for _, done in queued:
                 if not done.done():
                     done.set_result(None)
@@ -137,6 +151,8 @@ class LedgerWriter:
             if self._spool.pending():
                 await asyncio.to_thread(self._replay)
             batch, self._pending = self._pending, Batch()
+            batch.seen.extend(self._runs.values())
+            self._runs = {}
             if not len(batch):
                 return
             try:
@@ -204,6 +220,10 @@ class LedgerWriter:
             metrics.code_interpreter_sessions.labels(label(tenant)).inc()
             price = self._pricing.code_interpreter_session(_day(self._clock()))
             metrics.cost.labels(label(tenant), "code_interpreter").inc(float(price))
+
+
+def _terminal(seen: Seen) -> bool:
+    return isinstance(seen.observation, RunSeen) and seen.observation.terminal
 
 
 def _day(at: float) -> date:
