@@ -12,6 +12,7 @@ import click
 
 from tollhouse import __version__, logs
 from tollhouse.policy import PolicyError, load_policy
+from tollhouse.report_render import report_command
 from tollhouse.settings import Settings
 
 
@@ -99,6 +100,9 @@ def simulate(host: str, port: int, queued_seconds: float, in_progress_seconds: f
     logs.configure("info")
     config = SimulatorConfig(queued_seconds=queued_seconds, in_progress_seconds=in_progress_seconds)
     uvicorn.run(create_app(config), host=host, port=port, log_config=None, access_log=False)
+
+
+main.add_command(report_command)
 
 
 @main.command("check-policy")
