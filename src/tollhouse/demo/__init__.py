@@ -7,13 +7,18 @@ tollhouse sees and does.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from tollhouse.app import QuietServer, Tollhouse, listen, serve, server_config
 from tollhouse.demo import traffic
 from tollhouse.demo.report import render
 from tollhouse.policy import Policy, parse_policy
+from tollhouse.report import build_report
+from tollhouse.report_render import render_table
 from tollhouse.settings import Settings
 from tollhouse.simulator import SimulatorConfig, create_app
 
@@ -48,13 +53,20 @@ async def run_demo(
     port: int = 8080, admin_port: int = 9464, duration: float | None = None, out: Print = print
 ) -> None:
     started = time.monotonic()
+    started_at = datetime.now(UTC)
     upstream_socket = listen("127.0.0.1", 0)
     upstream_port = upstream_socket.getsockname()[1]
     simulator = QuietServer(server_config(create_app(SimulatorConfig()), lifespan="on"))
     simulator_task = asyncio.create_task(simulator.serve([upstream_socket]))
 
+    state = tempfile.TemporaryDirectory(prefix="tollhouse-demo-")
     settings = Settings(
-        upstream_url=f"http://127.0.0.1:{upstream_port}/v1", port=port, admin_port=admin_port
+        upstream_url=f"http://127.0.0.1:{upstream_port}/v1",
+        port=port,
+        admin_port=admin_port,
+        upstream_api_key="sk-demo",
+        database_url=f"sqlite:///{state.name}/ledger.db",
+        spool_path=Path(state.name) / "ledger.spool",
     )
     tollhouse = Tollhouse(settings, policy=demo_policy())
     proxy_socket = listen(settings.host, settings.port)
@@ -79,6 +91,9 @@ async def run_demo(
             out("What tollhouse saw (requests by tenant, class and outcome):")
             out(render(tollhouse.registry))
             out("")
+            out("What each tenant cost (tollhouse report, from the ledger):")
+            out(await cost_report(tollhouse, started_at))
+            out("")
             if duration is None:
                 out(f"The admin endpoint stays up at {admin_url}/metrics; Ctrl-C to stop.")
             else:
@@ -90,3 +105,23 @@ async def run_demo(
         await asyncio.gather(work, serving, return_exceptions=True)
         simulator.should_exit = True
         await simulator_task
+        state.cleanup()
+
+
+async def cost_report(tollhouse: Tollhouse, since: datetime) -> str:
+    """Sample storage once, write everything to the ledger, and report on it."""
+    if tollhouse.collector is not None:
+        await tollhouse.collector.sample_storage()
+    await tollhouse.writer.flush()
+    now = datetime.now(UTC)
+    report = await asyncio.to_thread(
+        build_report,
+        tollhouse.engine,
+        tollhouse.pricing,
+        since.replace(microsecond=0),
+        now + timedelta(seconds=1),
+        now,
+        pricing_source="the shipped table",
+    )
+    table = render_table(report).split("\nNotes:")[0].rstrip()
+    return table + "\n(the rules behind each column: tollhouse report --help and the README)"
