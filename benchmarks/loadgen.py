@@ -39,7 +39,12 @@ def wrk_path() -> str:
 
 
 def run_wrk(
-    url: str, connections: int, seconds: float, method: str = "GET", body: str = ""
+    url: str,
+    connections: int,
+    seconds: float,
+    method: str = "GET",
+    body: str = "",
+    header: str = "",
 ) -> LoadResult:
     """One wrk thread (the load generator gets one core) holding ``connections`` open."""
     command = [
@@ -51,7 +56,7 @@ def run_wrk(
         f"--script={REPORT_SCRIPT}",
         url,
     ]
-    env = {**os.environ, "BENCH_METHOD": method, "BENCH_BODY": body}
+    env = {**os.environ, "BENCH_METHOD": method, "BENCH_BODY": body, "BENCH_HEADER": header}
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=seconds + 30, check=False
     )

@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -209,3 +210,48 @@ def transfers(setup: Setup, size: int) -> dict[str, Any]:
             flush=True,
         )
     return results
+
+
+RUNAWAY = "X-Tollhouse-Tenant: runaway"
+CALM = "X-Tollhouse-Tenant: calm"
+
+
+def runaway(setup: Setup) -> dict[str, Any]:
+    """A client hammers one tenant far above its limit while another tenant polls a run.
+
+    The hammering (wrk, 32 connections, tenant ``runaway``) and the calm tenant (wrk,
+    one connection) run at the same time through tollhouse; the calm tenant's latency is
+    compared with the same request with nobody hammering.
+    """
+    path = SCENARIOS[0].path
+    url = setup.tollhouse.url + path
+    setup.meter.settle(setup.settle)
+    run_wrk(url, 32, setup.warmup, header=RUNAWAY)
+    quiet = run_wrk(url, 1, setup.duration, header=CALM)
+    direct = run_wrk(setup.upstream.url + path, 1, setup.duration)
+    mark = setup.meter.mark()
+    results: dict[str, LoadResult] = {}
+
+    def hammer() -> None:
+        results["runaway"] = run_wrk(url, 32, setup.duration, header=RUNAWAY)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    results["calm"] = run_wrk(url, 1, setup.duration, header=CALM)
+    thread.join()
+    hammered, calm = results["runaway"], results["calm"]
+    row: dict[str, Any] = {
+        "refused_per_s": hammered.errors / hammered.seconds,
+        "runaway_rps": hammered.rps,
+        "calm": {"rps": calm.rps, "p50_ms": calm.p50_ms, "p99_ms": calm.p99_ms},
+        "calm_alone": {"p50_ms": quiet.p50_ms, "p99_ms": quiet.p99_ms},
+        "direct": {"p50_ms": direct.p50_ms, "p99_ms": direct.p99_ms},
+        "background_cpu": setup.meter.background(mark),
+    }
+    print(
+        f"  runaway tenant refused {row['refused_per_s']:,.0f}/s; calm tenant p50 "
+        f"{calm.p50_ms:.3f} / p99 {calm.p99_ms:.3f} ms (alone {quiet.p50_ms:.3f} / "
+        f"{quiet.p99_ms:.3f}; direct {direct.p50_ms:.3f} / {direct.p99_ms:.3f})",
+        flush=True,
+    )
+    return row

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-# Upper bounds, except the throughput floor THROUGH_RPS_C32.
+# Upper bounds, except the throughput floors THROUGH_RPS_C32 and REFUSED_PER_S.
 ADDED_P50_C1_MS = 0.5
 ADDED_P99_C1_MS = 2.0
 THROUGH_RPS_C32 = 3000.0
+REFUSED_PER_S = 5000.0
 SSE_ADDED_MS = 1.0
 UPLOAD_RSS_RISE_MB = 30.0
 RSS_AFTER_RUN_MB = 100.0
@@ -43,6 +44,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     sse = results["sse_first_event"]
     added = sse["through"]["p50_ms"] - sse["direct"]["p50_ms"]
     found.append(_target("first SSE event: added p50", added, SSE_ADDED_MS, "ms"))
+    hammered = results["runaway"]
+    found.append(
+        _target(
+            "runaway tenant: refusals/s", hammered["refused_per_s"], REFUSED_PER_S, "req/s", True
+        )
+    )
+    for key, limit in (("p50_ms", ADDED_P50_C1_MS), ("p99_ms", ADDED_P99_C1_MS)):
+        added = hammered["calm"][key] - hammered["direct"][key]
+        found.append(_target(f"other tenant while hammered: added {key[:3]}", added, limit, "ms"))
     upload = results["transfers"]["upload"]
     what = f"{results['settings']['transfer_mb']} MB upload: RSS rise"
     found.append(_target(what, upload["rss_rise_mb"], UPLOAD_RSS_RISE_MB, "MB"))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen import LoadError, wrk_path
-from measure import Setup, first_events, small_json, transfers
+from measure import Setup, first_events, runaway, small_json, transfers
 from processes import MB, CpuMeter, RssSampler, StartError, Tollhouse, Upstream, tail
 from report import print_report, targets
 
@@ -48,6 +48,8 @@ def measure_all(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
         rows = small_json(setup)
         print("streaming run creation:", flush=True)
         first_event = first_events(setup, args.sse_requests)
+        print("runaway client on one tenant:", flush=True)
+        hammered = runaway(setup)
         print("large bodies:", flush=True)
         bodies = transfers(setup, args.transfer_mb * MB)
     time.sleep(1.0)
@@ -55,6 +57,7 @@ def measure_all(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "small_json": rows,
         "sse_first_event": first_event,
+        "runaway": hammered,
         "transfers": bodies,
         "memory": memory,
         "background_cpu": setup.meter.background(mark),

@@ -1,6 +1,11 @@
 -- Sets the request from BENCH_METHOD / BENCH_BODY and prints one machine-readable
 -- result line; benchmarks/loadgen.py reads it.
 wrk.method = os.getenv("BENCH_METHOD") or "GET"
+local header = os.getenv("BENCH_HEADER")
+if header and header ~= "" then
+  local name, value = header:match("^([^:]+):%s*(.*)$")
+  wrk.headers[name] = value
+end
 local body = os.getenv("BENCH_BODY")
 if body and body ~= "" then
   wrk.body = body
