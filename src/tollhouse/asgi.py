@@ -49,7 +49,8 @@ async def wait_for_disconnect(receive: Receive) -> None:
 
 
 async def send_error(send: Send, error: ErrorResponse) -> None:
+    body = error.body()
     await send(
-        {"type": "http.response.start", "status": error.status, "headers": error.asgi_headers()}
+        {"type": "http.response.start", "status": error.status, "headers": error.asgi_headers(body)}
     )
-    await send({"type": "http.response.body", "body": error.body()})
+    await send({"type": "http.response.body", "body": body})

@@ -30,11 +30,11 @@ class ErrorResponse:
         }
         return json.dumps(envelope).encode()
 
-    def asgi_headers(self) -> Headers:
-        body_length = str(len(self.body())).encode()
+    def asgi_headers(self, body: bytes | None = None) -> Headers:
+        length = len(body if body is not None else self.body())
         return [
             (b"content-type", b"application/json"),
-            (b"content-length", body_length),
+            (b"content-length", str(length).encode()),
             *self.headers,
         ]
 
