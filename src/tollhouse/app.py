@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from tollhouse.asgi import Message, Receive, Scope, Send
 from tollhouse.buckets import buckets_from_url
+from tollhouse.cleaner import Cleaner, CleanerSettings
 from tollhouse.collector import Collector, CollectorSettings
 from tollhouse.db import engine_from_url, migrate
 from tollhouse.forward import Forwarder, UpstreamSettings
@@ -30,7 +31,7 @@ from tollhouse.policy import Policy, PolicyError, load_policy
 from tollhouse.pricing import load_pricing
 from tollhouse.proxy import Proxy
 from tollhouse.quota import Quota
-from tollhouse.schedule import collector_scheduler
+from tollhouse.schedule import collector_scheduler, schedule_cleanup
 from tollhouse.settings import Settings
 from tollhouse.spool import Spool
 from tollhouse.tenants import Tenants
@@ -89,8 +90,17 @@ class Tollhouse:
             self.tracing,
         )
         self.collector: Collector | None = None
+        self.cleaner: Cleaner | None = None
         self.scheduler: AsyncIOScheduler | None = None
         if self._upstream_key:
+            self.cleaner = Cleaner(
+                self.engine,
+                self.forwarder,
+                self.quota,
+                self.metrics,
+                CleanerSettings(self._upstream_key),
+                tenants.label,
+            )
             self.collector = Collector(
                 self.engine,
                 self.writer,
@@ -138,11 +148,14 @@ class Tollhouse:
             self.scheduler = collector_scheduler(
                 self.collector, self.settings.reconcile_seconds, self.settings.sample_seconds
             )
+            if self.cleaner is not None:
+                schedule_cleanup(self.scheduler, self.cleaner, self.quota.policy.cleanup)
             self.scheduler.start()
         else:
             log.warning(
-                "TOLLHOUSE_UPSTREAM_API_KEY is not set: the reconciler and the storage "
-                "sampler are off (usage the proxy does not see is not collected)"
+                "TOLLHOUSE_UPSTREAM_API_KEY is not set: the reconciler, the storage "
+                "sampler and the cleanup are off (usage the proxy does not see is not "
+                "collected, stale objects are not deleted)"
             )
         self.ready = True
         log.info("tollhouse forwarding to %s", self.forwarder.name)
@@ -163,6 +176,10 @@ class Tollhouse:
         self.proxy.tenants = tenants = Tenants(policy, self._upstream_key)
         self.writer.label = tenants.label
         self.quota.update(policy)
+        if self.cleaner is not None:
+            self.cleaner.label = tenants.label
+            if self.scheduler is not None:
+                schedule_cleanup(self.scheduler, self.cleaner, policy.cleanup)
 
     def reload_policy(self) -> None:
         """SIGHUP: re-read the policy file; a bad file is logged and the old policy kept."""
@@ -217,6 +234,7 @@ def server_config(app: object, **options: object) -> uvicorn.Config:
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,  # X-Forwarded-* from clients are not trusted here
         date_header=False,
         **options,  # type: ignore[arg-type]
     )

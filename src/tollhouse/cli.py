@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from tollhouse import __version__, logs
+from tollhouse.cleanup_cli import cleanup_command
 from tollhouse.policy import PolicyError, load_policy
 from tollhouse.report_render import report_command
 from tollhouse.settings import Settings
@@ -103,6 +104,7 @@ def simulate(host: str, port: int, queued_seconds: float, in_progress_seconds: f
 
 
 main.add_command(report_command)
+main.add_command(cleanup_command)
 
 
 @main.command("check-policy")

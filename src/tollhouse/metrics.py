@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -12,6 +12,8 @@ from tollhouse.quota import ORG, Decision
 
 COST_COMPONENTS = ("tokens", "code_interpreter", "file_search_calls", "vector_storage")
 OUTCOMES = ("forwarded", "throttled", "shadow_throttled", "upstream_error", "rejected")
+# The object kinds the stale-resource cleaner deletes, as the ledger names them.
+CLEANUP_KINDS = ("thread", "vector_store", "file", "assistant")
 
 # Fine-grained buckets for the time tollhouse itself adds (tens of microseconds and up).
 OVERHEAD_BUCKETS = (
@@ -157,9 +159,44 @@ class Metrics:
             ["job"],
             registry=registry,
         )
+        self.cleanup_deleted = Counter(
+            "tollhouse_cleanup_deleted",
+            "Stale objects the cleaner deleted (or found already gone upstream).",
+            ["tenant", "kind"],
+            registry=registry,
+        )
+        self.cleanup_failures = Counter(
+            "tollhouse_cleanup_failures",
+            "Objects the cleaner could not check or delete; the next sweep tries again.",
+            ["kind"],
+            registry=registry,
+        )
+        self.stale_resources = Gauge(
+            "tollhouse_stale_resources",
+            "Stale objects the last sweep found, by owning tenant and kind.",
+            ["tenant", "kind"],
+            registry=registry,
+        )
+        self.cleanup_reclaimed_bytes = Counter(
+            "tollhouse_cleanup_reclaimed_bytes",
+            "Vector-store usage_bytes freed by the cleaner's deletes.",
+            registry=registry,
+        )
+        self.cleanup_last_success = Gauge(
+            "tollhouse_cleanup_last_success_timestamp_seconds",
+            "When a deleting sweep last ran to its end.",
+            registry=registry,
+        )
+        self.cleanup_duration = Histogram(
+            "tollhouse_cleanup_duration_seconds",
+            "How long deleting sweeps took, start to end.",
+            buckets=(1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 28800),
+            registry=registry,
+        )
         self.build_info = Info("tollhouse_build", "tollhouse build information.", registry=registry)
         self.build_info.info({"version": __version__})
-        self._initialise(tenants)
+        self._tenants = tuple(tenants)
+        self._initialise(self._tenants)
 
     def count(self, tenant: str, operation: Operation, outcome: str) -> None:
         self.requests.labels(tenant, operation.request_class, operation.name, outcome).inc()
@@ -174,6 +211,15 @@ class Metrics:
                 )
         if decision.allowed and decision.wait > 0:
             self.ratelimit_wait.labels(request_class).observe(decision.wait)
+
+    def record_stale(self, found: Mapping[tuple[str, str], int]) -> None:
+        """What a sweep found, by (tenant label, kind); every known label set is reset."""
+        self.stale_resources.clear()
+        for tenant in self._tenants:
+            for kind in CLEANUP_KINDS:
+                self.stale_resources.labels(tenant, kind).set(0)
+        for (tenant, kind), count in found.items():
+            self.stale_resources.labels(tenant, kind).set(count)
 
     def _initialise(self, tenants: Iterable[str]) -> None:
         """Create the known label sets at zero so rates and alerts see them from the start."""
@@ -194,3 +240,8 @@ class Metrics:
             self.run_polls.labels(tenant)
         for reason in ("client_disconnect", "upstream_error"):
             self.stream_aborts.labels(reason)
+        for kind in CLEANUP_KINDS:
+            self.cleanup_failures.labels(kind)
+            for tenant in tenants:
+                self.cleanup_deleted.labels(tenant, kind)
+                self.stale_resources.labels(tenant, kind)

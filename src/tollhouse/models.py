@@ -10,7 +10,10 @@ class OwnedObject(SQLModel, table=True):
     """An upstream object created through tollhouse, and the tenant that owns it."""
 
     __tablename__ = "owned_object"
-    __table_args__ = (Index("ix_owned_object_tenant_kind", "tenant", "kind"),)
+    __table_args__ = (
+        Index("ix_owned_object_tenant_kind", "tenant", "kind"),
+        Index("ix_owned_object_parent", "parent_id"),
+    )
 
     id: str = Field(primary_key=True, max_length=128)
     kind: str = Field(max_length=32)
@@ -29,6 +32,8 @@ class Run(SQLModel, table=True):
     __table_args__ = (
         Index("ix_run_tenant_finished", "tenant", "finished_at"),
         Index("ix_run_pending", "usage_recorded_at", "created_at"),
+        Index("ix_run_thread_seen", "thread_id", "last_seen_at"),
+        Index("ix_run_assistant_seen", "assistant_id", "last_seen_at"),
     )
 
     id: str = Field(primary_key=True, max_length=128)
@@ -114,3 +119,57 @@ class Tenant(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=64)
     first_seen_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class CleanupAudit(SQLModel, table=True):
+    """One row per object the cleaner decided to delete: what, whose, why, when, and how it went.
+
+    ``status`` is ``pending`` from just before the DELETE is sent until its answer is
+    recorded (``deleted``, or ``failed`` to be tried again by the next sweep); a sweep
+    that finds ``pending`` rows resumes them. ``cancelled``: touched before it went.
+    """
+
+    __tablename__ = "cleanup_audit"
+    __table_args__ = (
+        Index("ix_cleanup_audit_status", "status"),
+        Index("ix_cleanup_audit_tenant_deleted", "tenant", "deleted_at"),
+    )
+
+    object_id: str = Field(primary_key=True, max_length=128)
+    kind: str = Field(max_length=32)
+    tenant: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    reason: str = Field(max_length=256)
+    sweep_id: int
+    last_touched_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    ttl_seconds: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    usage_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    decided_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    deleted_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    attempts: int = 0
+    error: str | None = Field(default=None, max_length=512)
+
+
+class CleanupSweep(SQLModel, table=True):
+    """One sweep that deleted (``--apply`` or the scheduled job); dry runs write nothing."""
+
+    __tablename__ = "cleanup_sweep"
+
+    id: int | None = Field(default=None, primary_key=True)
+    holder: str = Field(max_length=128)
+    status: str = Field(max_length=16)  # running, completed, failed, interrupted
+    started_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    finished_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    found: int = 0
+    deleted: int = 0
+    failed: int = 0
+
+
+class CleanupLease(SQLModel, table=True):
+    """Who may sweep: taken by an atomic UPDATE where the lease has expired."""
+
+    __tablename__ = "cleanup_lease"
+
+    name: str = Field(primary_key=True, max_length=32)
+    holder: str = Field(max_length=128)
+    expires_at: float

@@ -1,4 +1,5 @@
-"""The policy file: tenants, their keys, their limits, the organisation's limits, shaping.
+"""The policy file: tenants, their keys, their limits, the organisation's limits, shaping,
+and what the stale-resource cleaner may delete.
 
 Validated into frozen objects; every mistake is reported with the file and the
 field it is in, so ``tollhouse check-policy`` can be run in CI before a deploy.
@@ -11,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from tollhouse.buckets.bucket import Limit
 from tollhouse.classify import RequestClass
@@ -92,6 +102,82 @@ class Identify(_Frozen):
     default_tenant: str = "default"
 
 
+DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# The object kinds the cleaner deletes, as named in the policy.
+CleanupKind = Literal["threads", "vector_stores", "files", "assistants"]
+
+
+def _seconds(value: object) -> object:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or a number of seconds."""
+    if isinstance(value, str):
+        match = DURATION.match(value)
+        if match is None:
+            raise ValueError(
+                f"{value!r} is not a duration: write a whole number and a unit (s, m, h, d, w) "
+                "like '30d', a number of seconds, or null to turn it off"
+            )
+        return int(match.group(1)) * DURATION_SECONDS[match.group(2)]
+    return value
+
+
+Seconds = Annotated[int, BeforeValidator(_seconds), Field(gt=0)]
+# A time-to-live per kind; null turns the cleaner off for that kind.
+Ttls = dict[CleanupKind, Seconds | None]
+DEFAULT_TTLS: Ttls = {
+    "threads": 30 * 86400,
+    "vector_stores": 7 * 86400,
+    "files": 30 * 86400,
+    "assistants": None,
+}
+
+
+def _crontab(value: str) -> str:
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"not a crontab expression like '0 3 * * *': {exc}") from None
+    return value
+
+
+class KeepMarker(_Frozen):
+    """``metadata[key] == value`` on an object protects it from the cleaner."""
+
+    key: Annotated[str, Field(min_length=1, max_length=64)] = "tollhouse_keep"
+    value: Annotated[str, Field(min_length=1, max_length=512)] = "true"
+
+
+class CleanupTenant(_Frozen):
+    ttl: Ttls = {}
+
+
+class Cleanup(_Frozen):
+    """What the stale-resource cleaner deletes, when, and how much of the DELETE budget."""
+
+    enabled: bool = True
+    schedule: Annotated[str, AfterValidator(_crontab)] = "0 3 * * *"  # UTC
+    ttl: Ttls = {}
+    tenants: dict[str, CleanupTenant] = {}
+    keep_marker: KeepMarker = KeepMarker()
+    delete_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Cleanup:
+        for name in self.tenants:
+            if not TENANT_NAME.match(name) or name in RESERVED_TENANTS:
+                raise ValueError(f"tenants.{name}: not a usable tenant name")
+        # Kinds not given keep their defaults; null is kept as "off".
+        object.__setattr__(self, "ttl", {**DEFAULT_TTLS, **self.ttl})
+        return self
+
+    def ttl_for(self, tenant: str, kind: CleanupKind) -> int | None:
+        """Seconds an object of ``kind`` may go untouched; None: it is never deleted."""
+        own = self.tenants.get(tenant)
+        if own is not None and kind in own.ttl:
+            return own.ttl[kind]
+        return self.ttl.get(kind)
+
+
 def _published() -> Limits:
     return {cls: RateLimit(requests_per_unit=n) for cls, n in PUBLISHED_LIMITS.items()}
 
@@ -103,6 +189,7 @@ class Policy(_Frozen):
     organization: Limits = Field(default_factory=_published)
     shaping: dict[RequestClass, Shaping] = {}
     shadow_mode: bool = False
+    cleanup: Cleanup = Cleanup()
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

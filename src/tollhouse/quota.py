@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tollhouse.buckets import Buckets
 from tollhouse.buckets.bucket import Level, Limit, PairTake
@@ -142,11 +142,13 @@ class Quota:
 
     def update(self, policy: Policy) -> None:
         self._policy = policy
-        self._plans: dict[tuple[str | None, RequestClass], _Plan] = {}
+        self._plans: dict[tuple[str | None, RequestClass, RateLimit | None], _Plan] = {}
 
-    def _plan(self, tenant: str, request_class: RequestClass) -> _Plan:
+    def _plan(
+        self, tenant: str, request_class: RequestClass, limit: RateLimit | None = None
+    ) -> _Plan:
         policy = self._policy
-        key = (tenant if tenant in policy.tenants else None, request_class)
+        key = (tenant if tenant in policy.tenants else None, request_class, limit)
         plan = self._plans.get(key)
         if plan is None:
             tenant_rule = policy.tenant_limit(tenant, request_class)
@@ -162,11 +164,22 @@ class Quota:
                 enforce_tenant=not policy.in_shadow_mode(tenant),
                 enforce_org=not policy.shadow_mode,
             )
+            if limit is not None:  # an internal tenant's own limit: enforced, never shaped
+                plan = replace(
+                    plan,
+                    tenant_rule=limit,
+                    tenant_limit=limit.bucket(),
+                    max_wait=0.0,
+                    enforce_tenant=True,
+                )
             self._plans[key] = plan
         return plan
 
-    async def admit(self, tenant: str, request_class: RequestClass) -> Decision:
-        plan = self._plan(tenant, request_class)
+    async def admit(
+        self, tenant: str, request_class: RequestClass, limit: RateLimit | None = None
+    ) -> Decision:
+        """Admit one request; ``limit`` replaces the policy's tenant limit (internal tenants)."""
+        plan = self._plan(tenant, request_class, limit)
         queue_full = self._waiting[request_class] >= plan.max_queue
         taken = await self._buckets.take(
             f"{tenant}:{request_class}",

@@ -1,4 +1,4 @@
-"""The collector's jobs on an in-process APScheduler, inside ``tollhouse serve``."""
+"""The collector's jobs and the nightly cleanup on an in-process APScheduler, in ``serve``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
+from tollhouse.cleaner import Cleaner, SweepFailed
 from tollhouse.collector import BudgetExhausted, Collector
 from tollhouse.forward import UpstreamError
+from tollhouse.policy import Cleanup
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +54,41 @@ def collector_scheduler(
         **common,
     )
     return scheduler
+
+
+CLEANUP_JOB = "cleanup"
+
+
+def cleanup_job(cleaner: Cleaner) -> Callable[[], Awaitable[None]]:
+    """One deleting sweep. A failed sweep is logged; its metrics stop moving, and alerts
+    watch ``tollhouse_cleanup_last_success_timestamp_seconds``."""
+
+    async def run() -> None:
+        try:
+            report = await cleaner.sweep(apply=True)
+        except SweepFailed as exc:
+            log.error("scheduled cleanup failed, will run again at its next time: %s", exc)
+            return
+        log.info("scheduled cleanup %s: %d deleted", report.status, len(report.deleted))
+
+    return run
+
+
+def schedule_cleanup(scheduler: AsyncIOScheduler, cleaner: Cleaner, cleanup: Cleanup) -> None:
+    """(Re)schedule the sweep on the policy's crontab (UTC); no job when cleanup is disabled.
+
+    Every replica schedules it; the lease in the ledger lets one of them sweep.
+    """
+    if scheduler.get_job(CLEANUP_JOB) is not None:
+        scheduler.remove_job(CLEANUP_JOB)
+    if not cleanup.enabled:
+        log.info("cleanup is disabled by the policy: no scheduled sweeps")
+        return
+    scheduler.add_job(
+        cleanup_job(cleaner),
+        CronTrigger.from_crontab(cleanup.schedule, timezone="UTC"),
+        id=CLEANUP_JOB,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=3600,
+    )

@@ -1,0 +1,89 @@
+"""A lease row in the ledger: at most one replica sweeps at a time, on SQLite and PostgreSQL.
+
+The lease is one row (name, holder, expires_at). Taking it is a single UPDATE whose
+WHERE clause only matches an expired lease or one this holder already has, so
+of two replicas racing, the database lets exactly one UPDATE change the row (SQLite
+serialises writers; PostgreSQL re-checks the WHERE clause on the row it locked). A
+holder renews while it works; a holder that died simply lets it expire.
+Times come from the caller's clock: replicas' clocks must agree to well within the
+lease's time-to-live (minutes), which NTP-synchronised hosts do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from sqlalchemy import Connection, Engine, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col
+
+from tollhouse.models import CleanupLease
+
+
+class LeaseLost(Exception):
+    """Another holder took the lease: this one must stop."""
+
+
+def holder_id() -> str:
+    """A name for this process, unique even for two processes on one host."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _ensure_row(connection: Connection, name: str) -> None:
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    connection.execute(
+        dialect.insert(CleanupLease)
+        .values(name=name, holder="", expires_at=0.0)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+
+
+def take(engine: Engine, name: str, holder: str, now: float, ttl: float) -> bool:
+    """Take (or extend) the lease until ``now + ttl``; False if someone else holds it."""
+    with engine.begin() as connection:
+        _ensure_row(connection, name)
+        taken = connection.execute(
+            update(CleanupLease)
+            .where(
+                and_(
+                    col(CleanupLease.name) == name,
+                    or_(col(CleanupLease.expires_at) <= now, col(CleanupLease.holder) == holder),
+                )
+            )
+            .values(holder=holder, expires_at=now + ttl)
+        )
+        return taken.rowcount == 1
+
+
+def renew(engine: Engine, name: str, holder: str, now: float, ttl: float) -> None:
+    """Extend a lease this holder has; raises ``LeaseLost`` if it expired and was taken."""
+    with engine.begin() as connection:
+        renewed = connection.execute(
+            update(CleanupLease)
+            .where(and_(col(CleanupLease.name) == name, col(CleanupLease.holder) == holder))
+            .values(expires_at=now + ttl)
+        )
+    if renewed.rowcount != 1:
+        raise LeaseLost(f"the {name} lease was taken over by another replica")
+
+
+def release(engine: Engine, name: str, holder: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            update(CleanupLease)
+            .where(and_(col(CleanupLease.name) == name, col(CleanupLease.holder) == holder))
+            .values(holder="", expires_at=0.0)
+        )
+
+
+def current(engine: Engine, name: str) -> tuple[str, float] | None:
+    """The holder and expiry of a lease, if the row exists."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            select(col(CleanupLease.holder), col(CleanupLease.expires_at)).where(
+                col(CleanupLease.name) == name
+            )
+        ).first()
+    return None if found is None else (found.holder, found.expires_at)
