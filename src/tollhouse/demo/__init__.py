@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tollhouse.app import QuietServer, Tollhouse, listen, serve, server_config
+from tollhouse.cleanup_cli import render as render_sweep
 from tollhouse.demo import traffic
 from tollhouse.demo.report import render
 from tollhouse.policy import Policy, parse_policy
@@ -32,6 +33,7 @@ DEMO_POLICY = {
     "shaping": {"POST": {"max_wait": 2.0}},
 }
 Print = Callable[[str], None]
+IDLE_TENANT, IDLE_DAYS = "acme", 31
 
 
 def demo_policy() -> Policy:
@@ -94,6 +96,10 @@ async def run_demo(
             out("What each tenant cost (tollhouse report, from the ledger):")
             out(await cost_report(tollhouse, started_at))
             out("")
+            out(f"If {IDLE_TENANT} went idle for {IDLE_DAYS} days (tollhouse cleanup, dry run):")
+            for line in await idle_sweep(tollhouse):
+                out("  " + line)
+            out("")
             if duration is None:
                 out(f"The admin endpoint stays up at {admin_url}/metrics; Ctrl-C to stop.")
             else:
@@ -106,6 +112,16 @@ async def run_demo(
         simulator.should_exit = True
         await simulator_task
         state.cleanup()
+
+
+async def idle_sweep(tollhouse: Tollhouse) -> list[str]:
+    """A dry-run sweep as of IDLE_DAYS from now: what the cleaner would delete and save."""
+    if tollhouse.cleaner is None:
+        return ["(the cleaner needs TOLLHOUSE_UPSTREAM_API_KEY)"]
+    report = await tollhouse.cleaner.sweep(
+        apply=False, tenants=[IDLE_TENANT], now=time.time() + IDLE_DAYS * 86_400
+    )
+    return render_sweep(report, tollhouse.pricing)
 
 
 async def cost_report(tollhouse: Tollhouse, since: datetime) -> str:
