@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -196,19 +197,35 @@ class Metrics:
         self.build_info = Info("tollhouse_build", "tollhouse build information.", registry=registry)
         self.build_info.info({"version": __version__})
         self._tenants = tuple(tenants)
+        self._request_children: dict[tuple[str, str, str, str], Any] = {}
+        self._budget_children: dict[tuple[str, str], tuple[Any, Any, list[int | None]]] = {}
         self._initialise(self._tenants)
 
     def count(self, tenant: str, operation: Operation, outcome: str) -> None:
-        self.requests.labels(tenant, operation.request_class, operation.name, outcome).inc()
+        key = (tenant, operation.request_class, operation.name, outcome)
+        child = self._request_children.get(key)
+        if child is None:  # labels() costs a lock and a dict lookup: keep the child
+            child = self._request_children[key] = self.requests.labels(*key)
+        child.inc()
 
     def record_budget(self, tenant: str, decision: Decision) -> None:
         request_class = decision.request_class
         for label, view in ((tenant, decision.tenant_view), (ORG, decision.org_view)):
-            if view is not None:
-                self.ratelimit_remaining.labels(label, request_class).set(view.remaining)
-                self.ratelimit_limit.labels(label, request_class).set(
-                    view.rule.requests_per_unit or 0
+            if view is None:
+                continue
+            key = (label, request_class)
+            gauges = self._budget_children.get(key)
+            if gauges is None:
+                gauges = self._budget_children[key] = (
+                    self.ratelimit_remaining.labels(*key),
+                    self.ratelimit_limit.labels(*key),
+                    [None],
                 )
+            remaining, limit, last_limit = gauges
+            remaining.set(view.remaining)
+            if last_limit[0] != view.rule.requests_per_unit:  # changes only with the policy
+                last_limit[0] = view.rule.requests_per_unit
+                limit.set(view.rule.requests_per_unit or 0)
         if decision.allowed and decision.wait > 0:
             self.ratelimit_wait.labels(request_class).observe(decision.wait)
 
