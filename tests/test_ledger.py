@@ -193,3 +193,12 @@ def test_a_batch_survives_the_spool_round_trip(tmp_path: Path) -> None:
     assert spool.read() == [batch]
     spool.clear()
     assert not spool.pending()
+
+
+def test_the_schema_revision_constant_is_the_newest_migration(engine: Engine) -> None:
+    from alembic.script import ScriptDirectory
+
+    from tollhouse.db import SCHEMA_REVISION, alembic_config, current_revision
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_REVISION
+    assert current_revision(engine) == SCHEMA_REVISION
