@@ -12,6 +12,7 @@ import click
 
 from tollhouse import __version__, logs
 from tollhouse.cleanup_cli import cleanup_command
+from tollhouse.dashboards_cli import dashboards_command
 from tollhouse.policy import PolicyError, load_policy
 from tollhouse.report_render import report_command
 from tollhouse.settings import Settings
@@ -105,6 +106,7 @@ def simulate(host: str, port: int, queued_seconds: float, in_progress_seconds: f
 
 main.add_command(report_command)
 main.add_command(cleanup_command)
+main.add_command(dashboards_command)
 
 
 @main.command("check-policy")
