@@ -7,8 +7,8 @@ REQUESTS = f"tollhouse_requests_total{{{TENANT}"
 
 
 def since_last_success(job: str) -> Query:
-    # The metric's own `job` label arrives as `exported_job` (the scrape job's `job` wins);
-    # `collector` is read too, should the label be renamed.
+    # The metric names its job in `collector`; `exported_job` is where an older `job`
+    # label landed, still read so one dashboard serves both.
     metric = "tollhouse_collector_last_success_timestamp_seconds"
     return Query(f'time() - max({metric}{{exported_job="{job}"}} or {metric}{{collector="{job}"}})')
 

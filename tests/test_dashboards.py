@@ -326,7 +326,7 @@ def metered(tollhouse: TollhouseProcess, runs: int, since: float) -> Callable[[]
         sampled = [
             value
             for labels, value in found.get("tollhouse_collector_last_success_timestamp_seconds", [])
-            if labels["job"] == "storage_sampler"
+            if labels["collector"] == "storage_sampler"
         ]
         return (
             total(found, "tollhouse_runs_total") >= runs

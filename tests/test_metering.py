@@ -205,7 +205,7 @@ def test_the_reconciler_finishes_runs_nobody_polled() -> None:
         assert metered.sample("tollhouse_runs_total", tenant="acme", status="completed") == 1
         assert metered.sample("tollhouse_code_interpreter_sessions_total", tenant="acme") == 1
         last = metered.sample(
-            "tollhouse_collector_last_success_timestamp_seconds", job="reconciler"
+            "tollhouse_collector_last_success_timestamp_seconds", collector="reconciler"
         )
         assert last > 0
 

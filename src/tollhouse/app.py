@@ -145,6 +145,7 @@ class Tollhouse:
         self.writer.start()
         await self.forwarder.open()
         if self.collector is not None:
+            self.collector.started()
             self.scheduler = collector_scheduler(
                 self.collector, self.settings.reconcile_seconds, self.settings.sample_seconds
             )

@@ -11,6 +11,8 @@ from tollhouse import __version__
 from tollhouse.classify import ROUTES, UNKNOWN, Operation, RequestClass
 from tollhouse.quota import ORG, Decision
 
+TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled", "expired", "incomplete")
+UPSTREAM_CODES = ("2xx", "3xx", "4xx", "429", "5xx")
 COST_COMPONENTS = ("tokens", "code_interpreter", "file_search_calls", "vector_storage")
 OUTCOMES = ("forwarded", "throttled", "shadow_throttled", "upstream_error", "rejected")
 # The object kinds the stale-resource cleaner deletes, as the ledger names them.
@@ -57,6 +59,12 @@ class Metrics:
             "tollhouse_proxy_overhead_seconds",
             "Time tollhouse adds to a request: total time minus upstream time.",
             buckets=OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_responses = Counter(
+            "tollhouse_upstream_responses",
+            "Upstream answers by class and status (2xx, 3xx, 4xx, 429, 5xx).",
+            ["class", "code"],
             registry=registry,
         )
         self.in_flight = Gauge(
@@ -156,8 +164,8 @@ class Metrics:
         )
         self.collector_last_success = Gauge(
             "tollhouse_collector_last_success_timestamp_seconds",
-            "When a collector job last finished without error.",
-            ["job"],
+            "When a collector job last finished without error (set to the start time at start).",
+            ["collector"],
             registry=registry,
         )
         self.cleanup_deleted = Counter(
@@ -208,6 +216,10 @@ class Metrics:
             child = self._request_children[key] = self.requests.labels(*key)
         child.inc()
 
+    def upstream_status(self, request_class: str, status: int) -> None:
+        code = "429" if status == 429 else f"{min(max(status // 100, 2), 5)}xx"
+        self.upstream_responses.labels(request_class, code).inc()
+
     def record_budget(self, tenant: str, decision: Decision) -> None:
         request_class = decision.request_class
         for label, view in ((tenant, decision.tenant_view), (ORG, decision.org_view)):
@@ -243,12 +255,17 @@ class Metrics:
         tenants = tuple(tenants)
         for tenant in tenants:
             for route in ROUTES:
-                self.requests.labels(tenant, route.request_class, route.name, "forwarded")
+                for outcome in OUTCOMES:
+                    self.requests.labels(tenant, route.request_class, route.name, outcome)
+            for status in TERMINAL_RUN_STATUSES:
+                self.runs.labels(tenant, status)
             for request_class in RequestClass:
                 for outcome in OUTCOMES:
                     self.requests.labels(tenant, request_class, UNKNOWN, outcome)
         for request_class in RequestClass:
             self.ratelimit_wait.labels(request_class)
+            for code in UPSTREAM_CODES:
+                self.upstream_responses.labels(request_class, code)
         for tenant in tenants:
             for component in COST_COMPONENTS:
                 self.cost.labels(tenant, component)

@@ -96,6 +96,8 @@ class _Exchange:
         metrics.count(self.identity.label, operation, outcome)
         self._writer.count_request(self.identity.tenant, operation.request_class, outcome)
         Tracing.end(self.span, outcome, self.status)
+        if self.status is not None:
+            metrics.upstream_status(operation.request_class, self.status)
         if self.upstream_started is not None and outcome != "upstream_error":
             now = self._clock()
             upstream = now - self.upstream_started
