@@ -1,4 +1,4 @@
-"""The upstream HTTP client: one pooled aiohttp session, bodies streamed both ways.
+"""Forwarding to the upstream: one keep-alive connection pool, bodies streamed both ways.
 
 Transport failures are mapped to tollhouse's own exceptions in exactly one
 place, ``map_transport_errors``; ``errors`` turns those into HTTP answers.
@@ -6,14 +6,13 @@ place, ``map_transport_errors``; ``errors`` turns those into HTTP answers.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import urlsplit
 
-import aiohttp
-from yarl import URL
-
+from tollhouse import upstream_client as http
 from tollhouse.errors import ErrorResponse, TollhouseError
 
 Headers = list[tuple[bytes, bytes]]
@@ -33,8 +32,6 @@ HOP_BY_HOP = frozenset(
         b"host",
     }
 )
-# aiohttp adds these when a request lacks them; a transparent proxy must not.
-_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
 class UpstreamError(TollhouseError):
@@ -76,43 +73,62 @@ class UpstreamProtocolError(UpstreamError):
     code = "upstream_protocol_error"
 
 
-# Checked in order: the first matching class wins (subclasses before their bases).
-TRANSPORT_ERRORS: tuple[tuple[type[BaseException], type[UpstreamError]], ...] = (
-    (asyncio.TimeoutError, UpstreamTimeout),
-    (aiohttp.ServerTimeoutError, UpstreamTimeout),
-    (aiohttp.ClientConnectorError, UpstreamUnavailable),
-    (aiohttp.ServerDisconnectedError, UpstreamUnavailable),
-    (aiohttp.ClientOSError, UpstreamUnavailable),
-    (aiohttp.ClientPayloadError, UpstreamProtocolError),
-    (aiohttp.ClientResponseError, UpstreamProtocolError),
-    (aiohttp.InvalidURL, UpstreamUnavailable),
-    (aiohttp.ClientError, UpstreamError),
+# One row per exception class the client raises; the first matching row wins.
+TRANSPORT_ERRORS: tuple[tuple[type[http.HTTPClientError], type[UpstreamError]], ...] = (
+    (http.ConnectError, UpstreamUnavailable),
+    (http.ServerDisconnected, UpstreamUnavailable),
+    (http.ConnectTimeout, UpstreamTimeout),
+    (http.PoolTimeout, UpstreamTimeout),
+    (http.ReadTimeout, UpstreamTimeout),
+    (http.IncompleteResponse, UpstreamProtocolError),
+    (http.RemoteProtocolError, UpstreamProtocolError),
+    (http.LocalProtocolError, UpstreamError),
+    (http.HTTPClientError, UpstreamError),
 )
 
 
-@contextmanager
-def map_transport_errors(upstream: str) -> Iterator[None]:
-    try:
-        yield
-    except UpstreamError:
-        raise
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        for source, target in TRANSPORT_ERRORS:
-            if isinstance(exc, source):
-                raise target(upstream, str(exc) or type(exc).__name__) from exc
-        raise  # unreachable: ClientError is the last row
+class _TransportErrors:
+    """``map_transport_errors``'s context manager: a class, as it wraps every request."""
+
+    __slots__ = ("upstream",)
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, http.HTTPClientError):
+            for source, target in TRANSPORT_ERRORS:
+                if isinstance(exc, source):
+                    raise target(self.upstream, str(exc) or type(exc).__name__) from exc
+
+
+def map_transport_errors(upstream: str) -> AbstractContextManager[None]:
+    """Within it, the client's transport errors become ``UpstreamError``s naming ``upstream``."""
+    return _TransportErrors(upstream)
 
 
 def forwarded_headers(headers: Headers) -> Headers:
     """The request or response headers a proxy passes on: all but hop-by-hop ones."""
-    named = {
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == b"connection"
-        for token in value.split(b",")
-    }
-    drop = HOP_BY_HOP | named if named else HOP_BY_HOP
-    return [(name, value) for name, value in headers if name.lower() not in drop]
+    kept: Headers = []
+    named: set[bytes] = set()
+    for name, value in headers:
+        folded = name.lower()
+        if folded in HOP_BY_HOP:
+            if folded == b"connection":
+                named.update(token.strip().lower() for token in value.split(b","))
+        else:
+            kept.append((name, value))
+    if named:  # the fields a Connection header names are hop-by-hop too
+        kept = [(name, value) for name, value in kept if name.lower() not in named]
+    return kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,18 +137,29 @@ class UpstreamSettings:
     connect_timeout: float = 5.0
     read_timeout: float = 600.0
     max_connections: int = 1000
+    idle_timeout: float = 15.0
 
 
 class UpstreamResponse:
     """A response whose headers arrived; its body is read as it comes."""
 
-    def __init__(self, response: aiohttp.ClientResponse, upstream: str) -> None:
+    __slots__ = ("_response", "_upstream", "content_length", "headers", "status")
+
+    def __init__(self, response: http.Response, upstream: str) -> None:
         self._response = response
         self._upstream = upstream
         self.status = response.status
-        self.headers: Headers = forwarded_headers(list(response.raw_headers))
+        self.headers: Headers = forwarded_headers(response.headers)
         self.content_length = response.content_length
-        self.content_type = response.content_type
+
+    @property
+    def content_type(self) -> str:
+        """The media type, lower case, without parameters (``application/json``)."""
+        for name, value in self._response.headers:
+            if name.lower() == b"content-type":
+                media = value.split(b";", 1)[0].strip().lower()
+                return media.decode("latin-1") or "application/octet-stream"
+        return "application/octet-stream"
 
     async def read(self) -> bytes:
         with map_transport_errors(self._upstream):
@@ -140,55 +167,50 @@ class UpstreamResponse:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         with map_transport_errors(self._upstream):
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._response.chunks():
                 yield chunk
 
     def close(self) -> None:
-        if self._response.content.at_eof():
-            self._response.release()  # the connection goes back to the pool
-        else:
-            self._response.close()  # unread bytes: drop the connection
+        """Give the connection back if the body was read in full, else drop it."""
+        self._response.close()
 
 
 class Forwarder:
-    """Sends requests to the upstream over one pooled connection set."""
+    """Sends requests to the upstream over one pool of keep-alive connections."""
 
     def __init__(self, settings: UpstreamSettings) -> None:
-        base = URL(settings.url.rstrip("/"))
+        base = settings.url.rstrip("/")
+        parts = urlsplit(base)
         # The upstream is named like the openai client's base_url (".../v1"); requests
         # arrive with their full "/v1/..." path.
-        prefix = base.path.rstrip("/").removesuffix("/v1")
-        self._origin = str(base.with_path(prefix or "/")).rstrip("/")
-        self._name = str(base)
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
-        )
-        self._max_connections = settings.max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._prefix = parts.path.rstrip("/").removesuffix("/v1")
+        self._target_prefix = self._prefix.encode("latin-1")
+        self._origin = http.Origin.from_url(base)
+        self._name = base
+        self._settings = settings
+        self._client: http.Client | None = None
 
     @property
     def name(self) -> str:
         return self._name
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            auto_decompress=False,
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
-            cookie_jar=aiohttp.DummyCookieJar(),
+        settings = self._settings
+        self._client = http.Client(
+            max_connections=settings.max_connections,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            idle_timeout=settings.idle_timeout,
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
-    def target(self, raw_path: str, query: str) -> URL:
-        return URL(self._origin + raw_path + ("?" + query if query else ""), encoded=True)
+    def target(self, raw_path: str, query: str) -> str:
+        """The URL a request for ``raw_path?query`` goes to."""
+        return f"{self._origin}{self._prefix}{raw_path}" + (f"?{query}" if query else "")
 
     async def send(
         self,
@@ -198,14 +220,10 @@ class Forwarder:
         headers: Headers,
         body: bytes | AsyncIterator[bytes] | None,
     ) -> UpstreamResponse:
-        assert self._session is not None, "Forwarder.open() was not awaited"
+        assert self._client is not None, "Forwarder.open() was not awaited"
+        target = self._target_prefix + raw_path.encode("latin-1")
+        if query:
+            target += b"?" + query.encode("latin-1")
         with map_transport_errors(self._name):
-            response = await self._session.request(
-                method,
-                self.target(raw_path, query),
-                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
-                data=body,
-                allow_redirects=False,
-                compress=None,
-            )
+            response = await self._client.request(self._origin, method, target, headers, body)
         return UpstreamResponse(response, self._name)
