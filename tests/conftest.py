@@ -12,9 +12,13 @@ import openai
 import pytest
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
+from sqlmodel import SQLModel
 
 from tests.servers import ServerThread, serve
+from tests.services import postgres_server
 from tollhouse.app import Tollhouse
+from tollhouse.db import engine_from_url, migrate
 from tollhouse.policy import Policy
 from tollhouse.settings import Settings
 
@@ -110,3 +114,27 @@ def proxy(simulator: ServerThread) -> Iterator[RunningProxy]:
 def stack() -> Iterator[ExitStack]:
     with ExitStack() as stack:
         yield stack
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One real PostgreSQL server for the session; tests clean up after themselves."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated ledger, once on SQLite and once on PostgreSQL: the same test bodies on both."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/ledger.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = engine_from_url(url)
+    migrate(engine)
+    yield engine
+    with engine.begin() as connection:  # a clean slate for the next test on the shared server
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            if table.name != "alembic_version":
+                connection.execute(table.delete())
+    engine.dispose()

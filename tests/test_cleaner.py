@@ -23,7 +23,7 @@ from sqlmodel import Session, col
 
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread, serve
-from tests.services import postgres_server, redis_server
+from tests.services import redis_server
 from tests.upstreams import Clock, Faults, seeded_threads, threads
 from tollhouse import lease
 from tollhouse.buckets import Buckets, buckets_from_url
@@ -34,7 +34,7 @@ from tollhouse.cleanup_cli import render
 from tollhouse.db import engine_from_url, migrate
 from tollhouse.forward import Forwarder, UpstreamSettings
 from tollhouse.metrics import Metrics
-from tollhouse.models import CleanupAudit, CleanupLease, CleanupSweep, OwnedObject, Run
+from tollhouse.models import CleanupAudit, CleanupLease, CleanupSweep, OwnedObject
 from tollhouse.pacing import CLEANER_TENANT, share_limit
 from tollhouse.policy import Policy, RateLimit, parse_policy
 from tollhouse.pricing import load_pricing
@@ -78,28 +78,6 @@ def upstream(clock: Clock) -> Iterator[tuple[ServerThread, Faults, Simulator]]:
             yield server, faults, app.state.simulator
         finally:
             faults.release()
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/ledger.db"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    engine = engine_from_url(url)
-    migrate(engine)
-    yield engine
-    with engine.begin() as connection:  # a clean slate on the shared server
-        for table in reversed(Run.metadata.sorted_tables):
-            if table.name != "alembic_version":
-                connection.execute(table.delete())
-    engine.dispose()
 
 
 @pytest.fixture

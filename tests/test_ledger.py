@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, func, inspect, select
 from sqlmodel import Session
 
-from tests.services import postgres_server
 from tollhouse import ledger
 from tollhouse.classify import Kind
-from tollhouse.db import engine_from_url, migrate
+from tollhouse.db import migrate
 from tollhouse.ledger import Batch, Owned, Sample, Seen
 from tollhouse.meter import ObjectSeen, RunSeen, StepSeen, ToolCallSeen, Usage
 from tollhouse.models import (
@@ -26,28 +23,6 @@ from tollhouse.models import (
 from tollhouse.spool import Spool, dumps, loads
 
 T0 = 1_764_000_000
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/ledger.db"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    engine = engine_from_url(url)
-    migrate(engine)
-    yield engine
-    with engine.begin() as connection:  # a clean slate for the next test on a shared server
-        for table in reversed(Run.metadata.sorted_tables):
-            if table.name != "alembic_version":
-                connection.execute(table.delete())
-    engine.dispose()
 
 
 def run(status: str, usage: Usage | None = None, run_id: str = "run_1", **extra: object) -> RunSeen:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -15,13 +14,12 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, update
 from sqlmodel import col
 
-from tests.services import free_port, postgres_server
+from tests.services import free_port
 from tollhouse import ledger
 from tollhouse.classify import Kind
-from tollhouse.db import engine_from_url, migrate
 from tollhouse.ledger import Batch, Owned, Sample, Seen
 from tollhouse.meter import ObjectSeen, RunSeen, StepSeen, ToolCallSeen, Usage
-from tollhouse.models import OwnedObject, Run
+from tollhouse.models import OwnedObject
 from tollhouse.pricing import GIB, PricingTable, load_pricing, parse_pricing, usd
 from tollhouse.report import (
     GROUP_BYS,
@@ -55,28 +53,6 @@ COUNTS = (
     "code_interpreter_sessions",
     "file_search_calls",
 )
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/ledger.db"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    engine = engine_from_url(url)
-    migrate(engine)
-    yield engine
-    with engine.begin() as connection:  # a clean slate for the next test on a shared server
-        for table in reversed(Run.metadata.sorted_tables):
-            if table.name != "alembic_version":
-                connection.execute(table.delete())
-    engine.dispose()
 
 
 @pytest.fixture(scope="module")
