@@ -156,6 +156,7 @@ def test_a_batch_survives_the_spool_round_trip(tmp_path: Path) -> None:
         ],
         samples=[Sample("vs_1", "acme", T0, 5)],
         requests={("acme", "POST", "throttled", T0): 2},
+        touched={"thread_1": T0 + 5},
     )
     assert loads(dumps(batch)) == batch
     spool = Spool(tmp_path / "ledger.spool")
@@ -177,3 +178,14 @@ def test_the_schema_revision_constant_is_the_newest_migration(engine: Engine) ->
 
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_REVISION
     assert current_revision(engine) == SCHEMA_REVISION
+
+
+def test_use_through_the_proxy_moves_last_use_forward_never_back(engine: Engine) -> None:
+    thread = ObjectSeen("thread_1", Kind.THREAD, None, T0, False, None, None)
+    ledger.apply(engine, Batch(owned=[Owned("acme", thread)]), T0)
+    ledger.apply(engine, Batch(touched={"thread_1": T0 + 100, "thread_unknown": T0}), T0)
+    ledger.apply(engine, Batch(touched={"thread_1": T0 + 50}), T0)  # late, older news
+    with Session(engine) as session:
+        stored = session.get(OwnedObject, "thread_1")
+    assert stored is not None
+    assert stored.last_used_at == T0 + 100

@@ -329,3 +329,22 @@ def test_tenants_cannot_use_each_others_objects_by_reference(metered: RunningPro
 )
 def test_referenced_ids(body: bytes, expected: list[tuple[Kind, str]]) -> None:
     assert sorted(referenced_ids(body)) == sorted(expected)
+
+
+def test_reading_an_object_through_the_proxy_counts_as_using_it() -> None:
+    then = 1_700_000_000.0  # the upstream's clock: objects were created long ago
+    upstream = create_app(SimulatorConfig(clock=lambda: then))
+    with serve(upstream) as simulator, running_proxy(simulator.url + "/v1", policy=POLICY) as proxy:
+        acme = tenant(proxy, "acme")
+        thread = acme.beta.threads.create()
+        proxy.flush()
+        with Session(proxy.tollhouse.engine) as session:
+            created = session.get(OwnedObject, thread.id)
+        assert created is not None
+        assert created.last_used_at == int(then)
+        acme.beta.threads.messages.list(thread.id)  # a read, nothing created
+        proxy.flush()
+        with Session(proxy.tollhouse.engine) as session:
+            read = session.get(OwnedObject, thread.id)
+        assert read is not None
+        assert read.last_used_at > int(then) + 86_400  # now, not when it was created

@@ -292,3 +292,14 @@ def test_admin_endpoints(make_proxy: ProxyFactory) -> None:
         'tollhouse_requests_total{class="GET",operation="assistants.list",'
         'outcome="forwarded",tenant="default"} 1.0' in metrics.text
     )
+
+
+def test_upstream_answers_are_counted_by_status_class(make_proxy: ProxyFactory) -> None:
+    with serve(echo_app()) as upstream, make_proxy(upstream.url) as proxy:
+        httpx.get(proxy.url + "/v1/assistants")
+        httpx.get(proxy.url + "/v1/assistants", headers={"x-want-status": "503"})
+        httpx.get(proxy.url + "/v1/assistants", headers={"x-want-status": "429"})
+        ok = proxy.sample("tollhouse_upstream_responses_total", code="2xx", **{"class": "GET"})
+        failed = proxy.sample("tollhouse_upstream_responses_total", code="5xx", **{"class": "GET"})
+        limited = proxy.sample("tollhouse_upstream_responses_total", code="429", **{"class": "GET"})
+    assert (ok, failed, limited) == (1, 1, 1)

@@ -63,9 +63,11 @@ class Batch:
     seen: list[Seen] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     requests: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
+    touched: dict[str, int] = field(default_factory=dict)  # object id -> when it was used
 
     def __len__(self) -> int:
-        return len(self.owned) + len(self.seen) + len(self.samples) + len(self.requests)
+        parts = (self.owned, self.seen, self.samples, self.requests, self.touched)
+        return sum(len(part) for part in parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,7 @@ def apply(engine: Engine, batch: Batch, now: int) -> Counted:
                     for s in batch.samples
                 ],
             )
+        _record_touched(connection, batch.touched)
         _upsert(
             connection,
             RequestCount,
@@ -191,6 +194,24 @@ def _record_owned(connection: Connection, owned: list[Owned], now: int) -> None:
                 )
             )
             .values(last_used_at=row["last_used_at"])
+        )
+
+
+def _record_touched(connection: Connection, touched: dict[str, int]) -> None:
+    """Objects used through the proxy: their last use moves forward, never back."""
+    by_time: dict[int, list[str]] = {}
+    for object_id, at in touched.items():
+        by_time.setdefault(at, []).append(object_id)
+    for at, ids in sorted(by_time.items()):
+        connection.execute(
+            update(OwnedObject)
+            .where(
+                and_(
+                    col(OwnedObject.id).in_(sorted(ids)),
+                    col(OwnedObject.last_used_at) < at,
+                )
+            )
+            .values(last_used_at=at)
         )
 
 

@@ -98,6 +98,8 @@ class _Exchange:
         Tracing.end(self.span, outcome, self.status)
         if self.status is not None:
             metrics.upstream_status(operation.request_class, self.status)
+            if self.status < 400 and operation.params:
+                self._writer.touch(operation.params.values())
         if self.upstream_started is not None and outcome != "upstream_error":
             now = self._clock()
             upstream = now - self.upstream_started
@@ -246,6 +248,7 @@ class Proxy:
             "status": response.status,
             "headers": response.headers,
         }
+        exchange.status = response.status
         observing = observes(exchange.operation, response.status)
         length = response.content_length
         if length is not None and length <= WHOLE_BODY_LIMIT:

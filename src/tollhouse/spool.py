@@ -56,6 +56,7 @@ def dumps(batch: Batch) -> str:
             "seen": seen,
             "samples": [_plain(s) for s in batch.samples],
             "requests": [[*key, count] for key, count in batch.requests.items()],
+            "touched": batch.touched,
         },
         separators=(",", ":"),
     )
@@ -68,6 +69,7 @@ def loads(line: str) -> Batch:
         seen=[Seen(s["tenant"], _observation(s["observation"])) for s in data["seen"]],
         samples=[Sample(**s) for s in data["samples"]],
         requests={(t, c, o, m): n for t, c, o, m, n in data["requests"]},
+        touched=data.get("touched", {}),
     )
 
 

@@ -80,6 +80,13 @@ class LedgerWriter:
         self._pending.samples.append(sample)
         self._maybe_wake()
 
+    def touch(self, object_ids: Iterable[str]) -> None:
+        """Objects a successful request used: their last use moves to now (for the cleaner)."""
+        now = int(self._clock())
+        touched = self._pending.touched
+        for object_id in object_ids:
+            touched[object_id] = now
+
     def count_request(self, tenant: str, request_class: str, outcome: str) -> None:
         minute = int(self._clock()) // 60 * 60
         key = (tenant, request_class, outcome, minute)
