@@ -46,6 +46,28 @@ runs = [
         thresholds=[("green", None), ("orange", 2)],
     ),
     timeseries(
+        "Live runs by status",
+        "short",
+        [
+            Query(
+                f"sum by (tenant, status) (max by (tenant, status) "
+                f"(tollhouse_runs_active{{{TENANT}}}))",
+                "{{tenant}} {{status}}",
+            )
+        ],
+        "Runs not yet seen finished, by tenant and last seen status, from the reconciler's "
+        "census of the ledger (every reconciler run).",
+        stacked=True,
+    ),
+    timeseries(
+        "Oldest live run, by status",
+        "s",
+        [Query("max by (status) (tollhouse_run_oldest_active_age_seconds)", "{{status}}")],
+        "How long the oldest run in each live status has existed. A run in requires_action "
+        "or in_progress for more than 15 minutes is stuck: TollhouseRunWaitingTooLong fires.",
+        thresholds=[("green", None), ("orange", 900)],
+    ),
+    timeseries(
         "Failed, incomplete and expired share of runs",
         "percentunit",
         [

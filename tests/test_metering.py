@@ -192,6 +192,11 @@ def test_the_reconciler_finishes_runs_nobody_polled() -> None:
         assert metered.run(collector.reconcile()) == 1  # fetched: still queued upstream
         metered.flush()
         assert metered.sample("tollhouse_runs_total", tenant="acme", status="completed") == 0
+        metered.run(collector.reconcile())  # its census now sees the run, live
+        assert metered.sample("tollhouse_runs_active", tenant="acme", status="queued") == 1
+        oldest = metered.sample("tollhouse_run_oldest_active_age_seconds", status="queued")
+        assert oldest > 0
+        assert metered.sample("tollhouse_runs_active", tenant="globex", status="queued") == 0
         now[0] += 60  # the run finished upstream; the client never asked again
         assert metered.run(collector.reconcile()) == 1
         metered.flush()
@@ -202,6 +207,8 @@ def test_the_reconciler_finishes_runs_nobody_polled() -> None:
         assert finished.prompt_tokens is not None
         assert finished.steps_seen is True  # its code_interpreter steps were listed too
         assert metered.run(collector.reconcile()) == 0  # nothing left to ask
+        assert metered.sample("tollhouse_runs_active", tenant="acme", status="queued") == 0
+        assert metered.sample("tollhouse_run_oldest_active_age_seconds", status="queued") == 0
         assert metered.sample("tollhouse_runs_total", tenant="acme", status="completed") == 1
         assert metered.sample("tollhouse_code_interpreter_sessions_total", tenant="acme") == 1
         last = metered.sample(

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlmodel import col
 
 from tollhouse import ledger
@@ -121,8 +121,30 @@ class Collector:
                 done += 1
         except BudgetExhausted as exc:
             log.info("reconciler paused after %d runs: %s", done, exc)
+        self.census()
         self._succeeded("reconciler")
         return done
+
+    def census(self) -> None:
+        """Count the runs not yet seen terminal, and how old the oldest of each status is."""
+        now = self._clock()
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(
+                    col(Run.tenant),
+                    col(Run.status),
+                    func.count(),
+                    func.min(col(Run.created_at)),
+                )
+                .where(col(Run.usage_recorded_at).is_(None))
+                .group_by(col(Run.tenant), col(Run.status))
+            ).all()
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        oldest: dict[str, float] = {}
+        for tenant, status, count, created in rows:
+            counts[(self._label(tenant), status)] += count
+            oldest[status] = max(oldest.get(status, 0.0), now - created)
+        self._metrics.record_live_runs(counts, oldest)
 
     async def _fetch_run(self, run: Run) -> bool:
         """Retrieve a run for the ledger; True if it turned out to be finished."""
@@ -196,6 +218,7 @@ class Collector:
 
     def started(self) -> None:
         """At start-up the jobs count as just succeeded, so one that never does still alerts."""
+        self.census()
         for job in ("reconciler", "storage_sampler"):
             self._succeeded(job)
 

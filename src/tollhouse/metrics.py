@@ -11,6 +11,7 @@ from tollhouse import __version__
 from tollhouse.classify import ROUTES, UNKNOWN, Operation, RequestClass
 from tollhouse.quota import ORG, Decision
 
+LIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled", "expired", "incomplete")
 UPSTREAM_CODES = ("2xx", "3xx", "4xx", "429", "5xx")
 COST_COMPONENTS = ("tokens", "code_interpreter", "file_search_calls", "vector_storage")
@@ -127,6 +128,18 @@ class Metrics:
             buckets=(1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600),
             registry=registry,
         )
+        self.runs_active = Gauge(
+            "tollhouse_runs_active",
+            "Runs not yet seen terminal, by tenant and last seen status (reconciler census).",
+            ["tenant", "status"],
+            registry=registry,
+        )
+        self.run_oldest_active_age = Gauge(
+            "tollhouse_run_oldest_active_age_seconds",
+            "Age of the oldest run not yet seen terminal, by last seen status.",
+            ["status"],
+            registry=registry,
+        )
         self.code_interpreter_sessions = Counter(
             "tollhouse_code_interpreter_sessions",
             "Code Interpreter sessions (one per thread per hour of use).",
@@ -219,6 +232,21 @@ class Metrics:
     def upstream_status(self, request_class: str, status: int) -> None:
         code = "429" if status == 429 else f"{min(max(status // 100, 2), 5)}xx"
         self.upstream_responses.labels(request_class, code).inc()
+
+    def record_live_runs(
+        self, counts: Mapping[tuple[str, str], int], oldest: Mapping[str, float]
+    ) -> None:
+        """The reconciler's census of live runs; known label sets read 0 when there are none."""
+        self.runs_active.clear()
+        self.run_oldest_active_age.clear()
+        for status in LIVE_RUN_STATUSES:
+            self.run_oldest_active_age.labels(status).set(oldest.get(status, 0.0))
+            for tenant in self._tenants:
+                self.runs_active.labels(tenant, status).set(0)
+        for (tenant, status), count in counts.items():
+            self.runs_active.labels(tenant, status).set(count)
+        for status, age in oldest.items():
+            self.run_oldest_active_age.labels(status).set(age)
 
     def record_budget(self, tenant: str, decision: Decision) -> None:
         request_class = decision.request_class
