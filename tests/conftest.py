@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -73,13 +74,17 @@ def running_proxy(
     upstream_url: str,
     policy: Policy | None = None,
     exporter: SpanExporter | None = None,
+    clock: Callable[[], float] = time.time,
     **settings: Any,
 ) -> Iterator[RunningProxy]:
     with tempfile.TemporaryDirectory() as state:
         settings.setdefault("database_url", f"sqlite:///{state}/ledger.db")
         settings.setdefault("spool_path", Path(state) / "ledger.spool")
         tollhouse = Tollhouse(
-            Settings(upstream_url=upstream_url, **settings), policy=policy, exporter=exporter
+            Settings(upstream_url=upstream_url, **settings),
+            policy=policy,
+            exporter=exporter,
+            clock=clock,
         )
         with serve(tollhouse) as server, serve(tollhouse.admin) as admin:
             running = RunningProxy(tollhouse, server, admin)

@@ -152,7 +152,9 @@ def world(
     """Three tenants' objects made through tollhouse, a month ago, and some used since."""
     server, _, _ = upstream
     rules = policy(tenants={"acme": {"ttl": {"threads": "90d"}}})
-    with running_proxy(server.url + "/v1", policy=rules, upstream_api_key="sk-test") as proxy:
+    with running_proxy(
+        server.url + "/v1", policy=rules, upstream_api_key="sk-test", clock=clock
+    ) as proxy:
         acme, globex, initech = (
             proxy.client(default_headers={HEADER: name}) for name in ("acme", "globex", "initech")
         )

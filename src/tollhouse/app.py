@@ -8,7 +8,8 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -50,6 +51,7 @@ class Tollhouse:
         policy: Policy | None = None,
         registry: CollectorRegistry | None = None,
         exporter: SpanExporter | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         if policy is None:
@@ -68,7 +70,12 @@ class Tollhouse:
         self.pricing = load_pricing(settings.pricing_file)
         self.engine = engine_from_url(settings.database_url)
         self.writer = LedgerWriter(
-            self.engine, self.metrics, self.pricing, Spool(settings.spool_path), tenants.label
+            self.engine,
+            self.metrics,
+            self.pricing,
+            Spool(settings.spool_path),
+            tenants.label,
+            clock=clock,
         )
         self.ownership = Ownership(self.engine, self.writer)
         self.forwarder = Forwarder(

@@ -12,7 +12,6 @@ Its upstream calls spend the organisation's GET budget as the internal tenant
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -25,7 +24,7 @@ from sqlmodel import col
 
 from tollhouse import ledger
 from tollhouse.classify import RequestClass, classify
-from tollhouse.forward import Forwarder, UpstreamError
+from tollhouse.forward import Forwarder, UpstreamError, json_object
 from tollhouse.ledger import Sample
 from tollhouse.meter import RunSeen, observe_json
 from tollhouse.metrics import Metrics
@@ -76,16 +75,7 @@ class Collector:
         decision = await self._quota.admit(COLLECTOR_TENANT, RequestClass.GET)
         if not decision.allowed:
             raise BudgetExhausted(f"organisation GET budget: retry in {decision.wait:.1f}s")
-        headers = [
-            (b"authorization", b"Bearer " + self._settings.upstream_api_key.encode()),
-            (b"openai-beta", b"assistants=v2"),
-            (b"accept", b"application/json"),
-        ]
-        response = await self._forwarder.send("GET", path, query, headers, None)
-        try:
-            return response.status, await response.read()
-        finally:
-            response.close()
+        return await self._forwarder.fetch("GET", path, query, self._settings.upstream_api_key)
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -169,7 +159,7 @@ class Collector:
             if status != 200:
                 return
             self._writer.add(run.tenant, observe_json(operation, status, body))
-            page = _json(body)
+            page = json_object(body)
             if not page.get("has_more") or not page.get("last_id"):
                 return
             after = str(page["last_id"])
@@ -194,7 +184,7 @@ class Collector:
             status, body = await self._get("/v1/vector_stores", query)
             if status != 200:
                 raise UpstreamError("/v1/vector_stores", f"status {status}")
-            page = _json(body)
+            page = json_object(body)
             stores.extend(s for s in page.get("data", []) if isinstance(s, dict) and "id" in s)
             if not page.get("has_more") or not page.get("last_id"):
                 break
@@ -224,11 +214,3 @@ class Collector:
 
     def _succeeded(self, job: str) -> None:
         self._metrics.collector_last_success.labels(job).set(self._clock())
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}

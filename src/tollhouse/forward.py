@@ -6,10 +6,13 @@ place, ``map_transport_errors``; ``errors`` turns those into HTTP answers.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 from tollhouse import upstream_client as http
@@ -227,3 +230,37 @@ class Forwarder:
         with map_transport_errors(self._name):
             response = await self._client.request(self._origin, method, target, headers, body)
         return UpstreamResponse(response, self._name)
+
+    async def fetch(
+        self, method: str, raw_path: str, query: str, api_key: str, within: float = 30.0
+    ) -> tuple[int, bytes]:
+        """A request of tollhouse's own (collector, cleaner): its status and whole body.
+
+        Sent with the upstream key, and the Assistants beta header where the API wants it.
+        """
+        headers = [
+            (b"authorization", b"Bearer " + api_key.encode()),
+            (b"accept", b"application/json"),
+        ]
+        if not raw_path.startswith("/v1/files"):
+            headers.append((b"openai-beta", b"assistants=v2"))
+        try:
+            async with asyncio.timeout(within):
+                response = await self.send(method, raw_path, query, headers, None)
+                try:
+                    return response.status, await response.read()
+                finally:
+                    response.close()
+        except TimeoutError:
+            raise UpstreamTimeout(
+                self._name, f"{method} {raw_path}: no answer in {within:g}s"
+            ) from None
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object body, or {} for anything else (an error page, a list, garbage)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

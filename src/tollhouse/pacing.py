@@ -12,14 +12,13 @@ the token instead of being refused.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tollhouse.classify import RequestClass
-from tollhouse.forward import Forwarder, UpstreamError, UpstreamTimeout
+from tollhouse.forward import Forwarder, UpstreamError, json_object
 from tollhouse.policy import PUBLISHED_LIMITS, UNIT_SECONDS, RateLimit
 from tollhouse.quota import Quota
 
@@ -88,24 +87,10 @@ class PacedClient:
 
     async def send(self, method: str, path: str, query: str = "") -> Answer:
         """One request, without pacing (the caller took the token); a timeout is an error."""
-        headers = [
-            (b"authorization", b"Bearer " + self._api_key.encode()),
-            (b"accept", b"application/json"),
-        ]
-        if not path.startswith("/v1/files"):
-            headers.append((b"openai-beta", b"assistants=v2"))
-        try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._forwarder.send(method, path, query, headers, None)
-                try:
-                    body = await response.read()
-                finally:
-                    response.close()
-        except TimeoutError:
-            raise UpstreamTimeout(
-                self._forwarder.name, f"{method} {path}: no answer in {self._timeout:g}s"
-            ) from None
-        return Answer(response.status, _json(body))
+        status, body = await self._forwarder.fetch(
+            method, path, query, self._api_key, self._timeout
+        )
+        return Answer(status, json_object(body))
 
     async def get(self, path: str, query: str = "") -> Answer:
         await self.take(RequestClass.GET)
@@ -125,11 +110,3 @@ class PacedClient:
             if not answer.body.get("has_more") or not answer.body.get("last_id"):
                 return
             after = str(answer.body["last_id"])
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
