@@ -150,6 +150,16 @@ TABLE = [
     ("POST", "/v1/uploads/upload_1/parts", "uploads.parts.create", P, {"upload_id": "upload_1"}),
     ("POST", "/v1/uploads/upload_1/complete", "uploads.complete", P, {"upload_id": "upload_1"}),
     ("POST", "/v1/uploads/upload_1/cancel", "uploads.cancel", P, {"upload_id": "upload_1"}),
+    # HEAD and OPTIONS: exactly what GET on the same path is
+    ("HEAD", "/v1/assistants", "assistants.list", G, {}),
+    ("OPTIONS", "/v1/assistants", "assistants.list", G, {}),
+    ("HEAD", RUN, "threads.runs.retrieve", G, {"thread_id": "thread_abc", "run_id": "run_abc"}),
+    ("OPTIONS", T, "threads.retrieve", G, {"thread_id": "thread_abc"}),
+    ("head", "/v1/files/file-1/content", "files.content", G, {"file_id": "file-1"}),
+    ("options", VS + "/files", "vector_stores.files.list", G, {"vector_store_id": "vs_abc"}),
+    ("HEAD", "/v1/uploads/upload_1/parts", UNKNOWN, G, {}),  # POST only: no GET route
+    ("OPTIONS", RUN + "/cancel", UNKNOWN, G, {}),
+    ("HEAD", "/v1/responses/resp_1", UNKNOWN, G, {}),
     # unknown paths: class by method
     ("GET", "/v1/responses/resp_1", UNKNOWN, G, {}),
     ("POST", "/v1/assistants/asst_abc/clone", UNKNOWN, P, {}),
@@ -173,6 +183,12 @@ def test_every_route_is_in_the_table() -> None:
     covered = {name for _, _, name, _, _ in TABLE}
     assert {route.name for route in ROUTES} <= covered
     assert len({(r.method, r.template) for r in ROUTES}) == len(ROUTES)
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS"])
+def test_head_and_options_are_classified_like_get(method: str) -> None:
+    for path in sorted({path for _, path, _, _, _ in TABLE}):
+        assert classify(method, path) == classify("GET", path), path
 
 
 def test_trailing_slash_and_method_case() -> None:

@@ -104,7 +104,7 @@ async def cleaner_for(
     cleaner = Cleaner(
         engine,
         forwarder,
-        Quota(buckets or MemoryBuckets(clock), rules),
+        Quota(buckets if buckets is not None else MemoryBuckets(clock), rules),
         Metrics(CollectorRegistry(), known.labels),
         CleanerSettings("sk-test", **settings),
         known.label,

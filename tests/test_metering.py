@@ -14,10 +14,8 @@ from sqlmodel import Session
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread, serve
 from tests.services import postgres_cluster
-from tollhouse.classify import Kind
 from tollhouse.ledger import owners
 from tollhouse.models import CodeInterpreterSession, OwnedObject, Run, VectorStoreSample
-from tollhouse.ownership import referenced_ids
 from tollhouse.policy import parse_policy
 from tollhouse.simulator import SimulatorConfig, create_app
 
@@ -130,45 +128,6 @@ def test_owners_are_recorded_before_the_create_answer(metered: RunningProxy) -> 
     # no flush: the ledger already has them when the client has the answer
     recorded = owners(metered.tollhouse.engine, [assistant.id, thread.id, upload.id, store.id])
     assert recorded == dict.fromkeys([assistant.id, thread.id, upload.id, store.id], "acme")
-
-
-def test_tenants_cannot_reach_each_others_objects(metered: RunningProxy) -> None:
-    acme, globex = tenant(metered, "acme"), tenant(metered, "globex")
-    assistant = acme.beta.assistants.create(model="gpt-4o")
-    thread = acme.beta.threads.create(messages=[{"role": "user", "content": "private"}])
-    run = acme.beta.threads.runs.create_and_poll(
-        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=10
-    )
-    attempts = [
-        lambda: globex.beta.threads.retrieve(thread.id),
-        lambda: globex.beta.threads.messages.list(thread.id),
-        lambda: globex.beta.threads.runs.retrieve(run.id, thread_id=thread.id),
-        lambda: globex.beta.threads.delete(thread.id),
-        lambda: globex.beta.assistants.update(assistant.id, name="mine now"),
-        lambda: globex.beta.assistants.delete(assistant.id),
-    ]
-    for attempt in attempts:
-        with pytest.raises(openai.NotFoundError) as caught:
-            attempt()
-        assert caught.value.body["message"].startswith("No ")  # type: ignore[index]
-    # exactly what the upstream says for an id that does not exist
-    with pytest.raises(openai.NotFoundError) as missing:
-        acme.beta.threads.retrieve("thread_doesnotexist")
-    with pytest.raises(openai.NotFoundError) as foreign:
-        globex.beta.threads.retrieve(thread.id)
-    assert foreign.value.body == {  # type: ignore[comparison-overlap]
-        **missing.value.body,  # type: ignore[dict-item]
-        "message": f"No thread found with id '{thread.id}'.",
-    }
-    assert acme.beta.assistants.retrieve(assistant.id).name is None  # untouched
-    rejected = metered.sample(
-        "tollhouse_requests_total",
-        tenant="globex",
-        operation="threads.retrieve",
-        outcome="rejected",
-        **{"class": "GET"},
-    )
-    assert rejected == 2
 
 
 def test_the_reconciler_finishes_runs_nobody_polled() -> None:
@@ -291,51 +250,6 @@ def test_nothing_is_lost_while_the_database_is_down(simulator: ServerThread) -> 
             assert stored.prompt_tokens == run.usage.prompt_tokens
             assert thread_owner is not None
             assert thread_owner.tenant == "acme"
-
-
-def test_tenants_cannot_use_each_others_objects_by_reference(metered: RunningProxy) -> None:
-    acme, globex = tenant(metered, "acme"), tenant(metered, "globex")
-    assistant = acme.beta.assistants.create(model="gpt-4o")
-    upload = acme.files.create(file=("secret.txt", io.BytesIO(b"acme only")), purpose="assistants")
-    thread = globex.beta.threads.create()
-    store = globex.vector_stores.create(name="mine")
-    attempts = [
-        lambda: globex.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id),
-        lambda: globex.beta.threads.create_and_run(assistant_id=assistant.id),
-        lambda: globex.vector_stores.files.create(vector_store_id=store.id, file_id=upload.id),
-        lambda: globex.vector_stores.create(name="x", file_ids=[upload.id]),
-        lambda: globex.beta.threads.messages.create(
-            thread.id,
-            role="user",
-            content="read this",
-            attachments=[{"file_id": upload.id, "tools": [{"type": "file_search"}]}],
-        ),
-    ]
-    for attempt in attempts:
-        with pytest.raises(openai.NotFoundError):
-            attempt()
-    # the owner can use them
-    acme_thread = acme.beta.threads.create()
-    assert acme.beta.threads.runs.create(thread_id=acme_thread.id, assistant_id=assistant.id).id
-
-
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [
-        (b'{"assistant_id": "asst_1"}', [(Kind.ASSISTANT, "asst_1")]),
-        (b'{"file_ids": ["file-1", "file-2", 3]}', [(Kind.FILE, "file-1"), (Kind.FILE, "file-2")]),
-        (
-            b'{"thread": {"messages": [{"attachments": [{"file_id": "file-9"}]}]},'
-            b' "tool_resources": {"file_search": {"vector_store_ids": ["vs_1"]}}}',
-            [(Kind.VECTOR_STORE, "vs_1"), (Kind.FILE, "file-9")],
-        ),
-        (b'{"model": "gpt-4o",,,', []),
-        (b"--boundary\r\nContent-Disposition: form-data", []),
-        (b"[]", []),
-    ],
-)
-def test_referenced_ids(body: bytes, expected: list[tuple[Kind, str]]) -> None:
-    assert sorted(referenced_ids(body)) == sorted(expected)
 
 
 def test_reading_an_object_through_the_proxy_counts_as_using_it() -> None:

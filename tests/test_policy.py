@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from tollhouse.cli import main
-from tollhouse.policy import PolicyError, load_policy
-from tollhouse.tenants import Tenants, UnknownKey, hash_key, new_key
+from tollhouse.policy import PolicyError, load_policy, parse_policy
+from tollhouse.tenants import Tenants, UnknownKey, UnknownTenant, hash_key, new_key
 
 BAD = sorted((Path(__file__).parent / "policies" / "bad").glob("*.yaml"))
 EXAMPLE = Path(__file__).parents[1] / "deploy" / "policy.example.yaml"
@@ -79,16 +79,45 @@ def test_keys_are_stored_hashed_and_resolve_to_their_tenant(tmp_path: Path) -> N
 
 
 def test_header_mode_strips_the_tenant_header_and_bounds_labels() -> None:
-    tenants = Tenants(load_policy(EXAMPLE))
+    policy = load_policy(EXAMPLE)
+    tenants = Tenants(policy)
     identity, headers = tenants.identify(
         [(b"x-tollhouse-tenant", b"acme"), (b"authorization", b"Bearer sk-app")]
     )
     assert (identity.tenant, identity.label) == ("acme", "acme")
     assert headers == [(b"authorization", b"Bearer sk-app")]
-    walk_in, _ = tenants.identify([(b"X-Tollhouse-Tenant", b"someone-new")])
-    assert (walk_in.tenant, walk_in.label) == ("someone-new", "other")
+    with pytest.raises(UnknownTenant):
+        tenants.identify([(b"X-Tollhouse-Tenant", b"someone-new")])
     nobody, _ = tenants.identify([])
     assert (nobody.tenant, nobody.label) == ("default", "default")
+    open_door = policy.model_copy(
+        update={"identify": policy.identify.model_copy(update={"unlisted": "allow"})}
+    )
+    walk_in, _ = Tenants(open_door).identify([(b"X-Tollhouse-Tenant", b"someone-new")])
+    assert (walk_in.tenant, walk_in.label) == ("someone-new", "other")
+
+
+def test_identify_refuses_unlisted_tenants_unless_told_and_upstream_is_optional() -> None:
+    policy = parse_policy(
+        {
+            "identify": {"mode": "header"},
+            "tenants": {"acme": {"upstream": {"project": "proj_acme1"}}, "globex": {}},
+        },
+        "test",
+    )
+    assert policy.identify.unlisted == "deny"
+    assert policy.tenants["acme"].upstream.project == "proj_acme1"
+    assert policy.tenants["acme"].upstream.organization is None
+    assert policy.tenants["globex"].upstream.project is None
+
+
+@pytest.mark.parametrize(
+    "value", ["proj_abc\r\nX-Evil: 1", "proj_abc\n", "proj_", "proj_" + "a" * 65]
+)
+def test_upstream_ids_cannot_smuggle_headers(value: str) -> None:
+    data = {"identify": {"mode": "header"}, "tenants": {"acme": {"upstream": {"project": value}}}}
+    with pytest.raises(PolicyError, match=r"tenants.acme.upstream.project: must be a project id"):
+        parse_policy(data, "test")
 
 
 def test_keys_create_prints_a_key_and_its_hash() -> None:

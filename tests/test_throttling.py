@@ -111,7 +111,11 @@ def test_the_429_is_shaped_like_openais(tenant_proxy: RunningProxy) -> None:
 
 def test_the_organisation_bucket_caps_the_sum_of_all_tenants(simulator: ServerThread) -> None:
     policy = parse_policy(
-        {"identify": {"mode": "header"}, "organization": {"POST": {"requests_per_unit": 30}}},
+        {
+            "identify": {"mode": "header"},
+            "tenants": {"a": {}, "b": {}, "c": {}},
+            "organization": {"POST": {"requests_per_unit": 30}},
+        },
         "test",
     )
     with running_proxy(simulator.url + "/v1", policy=policy) as proxy:

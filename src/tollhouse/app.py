@@ -77,7 +77,7 @@ class Tollhouse:
             tenants.label,
             clock=clock,
         )
-        self.ownership = Ownership(self.engine, self.writer)
+        self.ownership = Ownership(self.engine, self.writer, lambda: self.quota.policy)
         self.forwarder = Forwarder(
             UpstreamSettings(
                 url=settings.upstream_url,
@@ -95,6 +95,8 @@ class Tollhouse:
             self.ownership,
             self.writer,
             self.tracing,
+            max_body=settings.max_json_body_bytes,
+            list_pages=settings.list_scan_pages,
         )
         self.collector: Collector | None = None
         self.cleaner: Cleaner | None = None

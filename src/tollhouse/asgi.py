@@ -43,6 +43,27 @@ async def request_body(receive: Receive) -> bytes | AsyncIterator[bytes] | None:
     return chunks()
 
 
+class BodyTooLarge(Exception):
+    """The request body is larger than the caller allows."""
+
+
+async def whole_body(receive: Receive, limit: int) -> bytes:
+    """The request body read whole, however it was framed; raises ``BodyTooLarge``."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        part: bytes = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            raise BodyTooLarge
+        parts.append(part)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
 async def wait_for_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass

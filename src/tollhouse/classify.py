@@ -151,6 +151,8 @@ ROUTES: Final[tuple[Route, ...]] = (
 )
 
 _CLASS_BY_METHOD: Final = MappingProxyType({"GET": _G, "HEAD": _G, "OPTIONS": _G, "DELETE": _D})
+# HEAD and OPTIONS read what GET reads: the same route, so ownership and quotas apply alike.
+_LOOKUP_METHOD: Final = MappingProxyType({"HEAD": "GET", "OPTIONS": "GET"})
 _NO_PARAMS: Final[MappingProxyType[str, str]] = MappingProxyType({})
 
 
@@ -181,10 +183,14 @@ def _match(route: Route, segments: list[str]) -> dict[str, str] | None:
 
 
 def classify(method: str, path: str) -> Operation:
-    """Name the operation of a request. Unknown paths get a class by method."""
+    """Name the operation of a request. Unknown paths get a class by method.
+
+    ``HEAD`` and ``OPTIONS`` are whatever ``GET`` on the same path is.
+    """
     method = method.upper()
     segments = path.strip("/").split("/")
-    for route in _INDEX.get((method, len(segments)), ()):
+    lookup = _LOOKUP_METHOD.get(method, method)
+    for route in _INDEX.get((lookup, len(segments)), ()):
         params = _match(route, segments)
         if params is not None:
             return Operation(

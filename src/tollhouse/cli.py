@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from tollhouse import __version__, logs
+from tollhouse.adopt_cli import adopt_command
 from tollhouse.cleanup_cli import cleanup_command
 from tollhouse.dashboards_cli import dashboards_command
 from tollhouse.policy import PolicyError, load_policy
@@ -107,6 +108,7 @@ def simulate(host: str, port: int, queued_seconds: float, in_progress_seconds: f
 main.add_command(report_command)
 main.add_command(cleanup_command)
 main.add_command(dashboards_command)
+main.add_command(adopt_command)
 
 
 @main.command("check-policy")

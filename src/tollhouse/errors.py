@@ -52,3 +52,40 @@ def not_found(method: str, path: str) -> ErrorResponse:
         message=f"Invalid URL ({method} {path})",
         type="invalid_request_error",
     )
+
+
+def body_too_large(limit: int) -> ErrorResponse:
+    return ErrorResponse(
+        status=413,
+        message=(
+            f"The request body is larger than {limit} bytes, the most tollhouse reads of a "
+            "JSON request. Send less in one request (for example, fewer messages or ids)."
+        ),
+        type="invalid_request_error",
+        code="request_too_large",
+    )
+
+
+def unparseable_body() -> ErrorResponse:
+    # OpenAI's own wording for a body it cannot parse.
+    return ErrorResponse(
+        status=400,
+        message=(
+            "We could not parse the JSON body of your request. (HINT: This likely means you "
+            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+            "but what was sent was not valid JSON.)"
+        ),
+        type="invalid_request_error",
+    )
+
+
+def encoded_body(encoding: str) -> ErrorResponse:
+    return ErrorResponse(
+        status=415,
+        message=(
+            f"Request bodies with Content-Encoding '{encoding[:32]}' are not accepted here: "
+            "send the JSON body uncompressed."
+        ),
+        type="invalid_request_error",
+        code="unsupported_content_encoding",
+    )

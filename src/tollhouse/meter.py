@@ -157,6 +157,10 @@ class StreamMeter:
     def feed(self, chunk: bytes) -> list[Observation]:
         return [seen for event in self.parser.feed(chunk) for seen in observe_event(event)]
 
+    def feed_events(self, chunk: bytes) -> list[SSEEvent]:
+        """The complete events in ``chunk``, for callers that read more than usage."""
+        return self.parser.feed(chunk)
+
 
 _T = TypeVar("_T", str, int)
 

@@ -215,6 +215,19 @@ class Metrics:
             buckets=(1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 28800),
             registry=registry,
         )
+        self.isolation_denials = Counter(
+            "tollhouse_isolation_denials",
+            "Requests that named another tenant's object (or one with no owner), answered as "
+            "for a missing object.",
+            ["tenant", "operation"],
+            registry=registry,
+        )
+        self.list_pages = Counter(
+            "tollhouse_list_upstream_pages",
+            "Upstream pages read to answer organisation-wide lists with one tenant's objects.",
+            ["tenant"],
+            registry=registry,
+        )
         self.build_info = Info("tollhouse_build", "tollhouse build information.", registry=registry)
         self.build_info.info({"version": __version__})
         self._tenants = tuple(tenants)
@@ -287,6 +300,9 @@ class Metrics:
                     self.requests.labels(tenant, route.request_class, route.name, outcome)
             for status in TERMINAL_RUN_STATUSES:
                 self.runs.labels(tenant, status)
+            self.list_pages.labels(tenant)
+            for route in ROUTES:
+                self.isolation_denials.labels(tenant, route.name)
             for request_class in RequestClass:
                 for outcome in OUTCOMES:
                     self.requests.labels(tenant, request_class, UNKNOWN, outcome)

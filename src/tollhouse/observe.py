@@ -7,6 +7,8 @@ the bytes the client receives. Only a create waits, for its owner to be written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 
 from opentelemetry.trace import Span
 
@@ -16,16 +18,18 @@ from tollhouse.meter import (
     Observation,
     RunSeen,
     StreamMeter,
+    observe_event,
     observe_json,
     wants_body,
 )
 from tollhouse.ownership import Ownership
+from tollhouse.sightings import SIGHTING_EVENTS, SIGHTING_OPERATIONS, sightings
 from tollhouse.tracing import Tracing
 from tollhouse.writer import LedgerWriter
 
 
 def observes(operation: Operation, status: int) -> bool:
-    return 200 <= status < 300 and wants_body(operation)
+    return 200 <= status < 300 and (wants_body(operation) or operation.name in SIGHTING_OPERATIONS)
 
 
 class Observer:
@@ -47,6 +51,10 @@ class Observer:
         self._rest: list[Observation] = []
         self._stream: StreamMeter | None = None
         self._owner_writes: list[asyncio.Task[None]] = []
+        # Set by the proxy when the answer is under a parent the tenant owns (or is a
+        # create of its own): objects it holds and the request did not name become its.
+        self.sighting = False
+        self.named: frozenset[str] = frozenset()
 
     def _split(self, observations: list[Observation]) -> list[ObjectSeen]:
         created = []
@@ -59,17 +67,32 @@ class Observer:
                 Tracing.run(self._span, observation)
         return created
 
+    def _sight(self, document: object) -> None:
+        created = self._operation.creates is not None
+        seen = [s for s in sightings(document, created) if s.id not in self.named]
+        if seen:
+            self._ownership.sighted(self._tenant, seen)
+
     async def whole_body(self, content: bytes, status: int) -> None:
         """Before a complete JSON body is sent: the owners of what it created are written."""
         created = self._split(observe_json(self._operation, status, content))
         if created:
             await self._ownership.record(self._tenant, created)
+        if self.sighting and self._operation.name in SIGHTING_OPERATIONS:
+            with contextlib.suppress(ValueError, RecursionError):  # not JSON: it names nothing
+                self._sight(json.loads(content))
 
     def chunk(self, chunk: bytes) -> None:
         """A streamed chunk: owners are enforced at once; their write is awaited in ``end``."""
         if self._stream is None:
             self._stream = StreamMeter()
-        created = self._split(self._stream.feed(chunk))
+        observations: list[Observation] = []
+        for event in self._stream.feed_events(chunk):
+            observations += observe_event(event)
+            if self.sighting and event.event in SIGHTING_EVENTS:
+                with contextlib.suppress(ValueError, RecursionError):  # malformed: names nothing
+                    self._sight(json.loads(event.data))
+        created = self._split(observations)
         if created:
             self._ownership.claim(self._tenant, created)
             self._owner_writes.append(

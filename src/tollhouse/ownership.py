@@ -1,27 +1,33 @@
-"""Which tenant owns which upstream object, and the 404 for everyone else.
+"""Which tenant owns which upstream object, and which ids a tenant may not reach.
 
-Objects created through tollhouse are recorded with their tenant. A request
-naming another tenant's object gets exactly the 404 the upstream gives for a
-missing one, so tenants can neither touch nor discover each other's objects.
-Objects tollhouse never saw created (older than tollhouse, or made directly
-upstream) have no owner and are not restricted.
+Objects created through tollhouse are recorded with their tenant; objects first
+seen in an answer under a tenant's own parent are that tenant's too. What an
+ordinary tenant gets for an object with no owner is the policy's
+``isolation.unowned``; admins, and the one tenant of ``default`` mode, reach
+everything. The proxy never refuses locally: it forwards a foreign id's twin
+(see ``twins``), so the caller sees the upstream's own answer for a missing object.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from tollhouse import ledger
 from tollhouse.classify import PARAM_KINDS, Kind, Operation
-from tollhouse.errors import ErrorResponse
+from tollhouse.errors import ErrorResponse, TollhouseError
 from tollhouse.meter import ObjectSeen
+from tollhouse.policy import Policy
+from tollhouse.sightings import Sighting
 from tollhouse.writer import LedgerWriter
+
+log = logging.getLogger(__name__)
 
 # The kinds whose owners are recorded (run steps belong to their run).
 RECORDED = frozenset(
@@ -36,57 +42,34 @@ RECORDED = frozenset(
         Kind.UPLOAD,
     }
 )
-_NAMES = {
-    Kind.ASSISTANT: "assistant",
-    Kind.THREAD: "thread",
-    Kind.MESSAGE: "message",
-    Kind.RUN: "run",
-    Kind.VECTOR_STORE: "vector store",
-    Kind.FILE: "file",
-    Kind.FILE_BATCH: "file batch",
-    Kind.UPLOAD: "upload",
-}
 NOBODY = ""  # cached: the object has no recorded owner
-# Request-body fields that name other objects (runs name an assistant, stores name files...).
-REFERENCE_FIELDS = {
-    "assistant_id": Kind.ASSISTANT,
-    "file_id": Kind.FILE,
-    "file_ids": Kind.FILE,
-    "vector_store_ids": Kind.VECTOR_STORE,
-}
-MAX_REFERENCES = 1000
+LOOKUP_CHUNK = 500  # ids per ledger query
 
 
-def referenced_ids(body: bytes) -> list[tuple[Kind, str]]:
-    """The objects a JSON request body names, wherever they are nested; [] if not JSON."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return []  # the upstream answers malformed bodies itself
-    found: list[tuple[Kind, str]] = []
-    pending: list[object] = [document]
-    while pending and len(found) < MAX_REFERENCES:
-        node = pending.pop()
-        if isinstance(node, list):
-            pending.extend(node)
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                kind = REFERENCE_FIELDS.get(key)
-                if kind is None:
-                    pending.append(value)
-                elif isinstance(value, str):
-                    found.append((kind, value))
-                elif isinstance(value, list):
-                    found.extend((kind, item) for item in value if isinstance(item, str))
-    return found
+class LedgerUnavailable(TollhouseError):
+    """An owner could not be looked up: the request cannot be checked, so it is not sent."""
+
+    def response(self) -> ErrorResponse:
+        return ErrorResponse(
+            status=503,
+            message=(
+                "tollhouse cannot check which tenant owns the objects this request names "
+                "because its ledger database is unreachable. Please retry shortly."
+            ),
+            type="server_error",
+            code="ledger_unavailable",
+            headers=[(b"retry-after", b"1")],
+        )
 
 
-def not_found(kind: Kind, object_id: str) -> ErrorResponse:
-    return ErrorResponse(
-        status=404,
-        message=f"No {_NAMES[kind]} found with id '{object_id}'.",
-        type="invalid_request_error",
-    )
+def path_ids(operation: Operation) -> tuple[list[str], list[str]]:
+    """The ids in a path: the first (the object itself, or the parent of the rest) and the rest.
+
+    The upstream only finds a child under its own parent, so a child needs only not to
+    be another tenant's; the first id must be the caller's.
+    """
+    ids = [value for name, value in operation.params.items() if PARAM_KINDS[name] in RECORDED]
+    return ids[:1], ids[1:]
 
 
 class Ownership:
@@ -94,16 +77,19 @@ class Ownership:
         self,
         engine: Engine,
         writer: LedgerWriter,
+        policy: Callable[[], Policy],
         capacity: int = 200_000,
         unknown_ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
         self._writer = writer
+        self._policy = policy
         self._owners: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._capacity = capacity
         self._unknown_ttl = unknown_ttl
         self._clock = clock
+        self._checks: set[asyncio.Task[None]] = set()
 
     def _remember(self, object_id: str, tenant: str) -> None:
         owners = self._owners
@@ -121,6 +107,9 @@ class Ownership:
             return None  # another replica may have recorded it since
         return tenant
 
+    def reaches_all(self, tenant: str) -> bool:
+        return self._policy().reaches_all(tenant)
+
     def claim(self, tenant: str, objects: list[ObjectSeen]) -> None:
         """Enforce new owners in this process at once (the ledger write follows)."""
         for seen in objects:
@@ -131,26 +120,79 @@ class Ownership:
         self.claim(tenant, objects)
         await self._writer.record_owned(tenant, objects)
 
-    async def refusal(self, tenant: str, operation: Operation) -> ErrorResponse | None:
-        """The 404 to answer if the request's path names an object another tenant owns."""
-        named = [
-            (kind, value)
-            for name, value in operation.params.items()
-            if (kind := PARAM_KINDS[name]) in RECORDED
-        ]
-        return await self.refusal_for(tenant, named)
+    async def owners(self, ids: Iterable[str]) -> dict[str, str]:
+        """The owner of each id, ``NOBODY`` for none; raises ``LedgerUnavailable``."""
+        ids = set(ids)
+        missing = sorted(i for i in ids if self._cached(i) is None)
+        for start in range(0, len(missing), LOOKUP_CHUNK):
+            chunk = missing[start : start + LOOKUP_CHUNK]
+            try:
+                found = await asyncio.to_thread(ledger.owners, self._engine, chunk)
+            except SQLAlchemyError as exc:
+                log.warning("owner lookup failed, request not forwarded: %s", exc)
+                raise LedgerUnavailable("owner lookup failed") from exc
+            for object_id in chunk:
+                self._remember(object_id, found.get(object_id, NOBODY))
+        return {i: self._cached(i) or NOBODY for i in ids}
 
-    async def refusal_for(self, tenant: str, named: list[tuple[Kind, str]]) -> ErrorResponse | None:
-        """The 404 for the first of ``named`` that another tenant owns, if any."""
-        if not named:
-            return None
-        missing = [value for _, value in named if self._cached(value) is None]
-        if missing:
-            found = await asyncio.to_thread(ledger.owners, self._engine, missing)
-            for value in missing:
-                self._remember(value, found.get(value, NOBODY))
-        for kind, value in named:
-            owner = self._cached(value)
-            if owner and owner != tenant:
-                return not_found(kind, value)
-        return None
+    async def foreign(
+        self, tenant: str, strict: Iterable[str] = (), loose: Iterable[str] = ()
+    ) -> set[str]:
+        """The ids ``tenant`` may not reach.
+
+        A ``strict`` id must be the tenant's (or unowned, where the policy allows
+        that); a ``loose`` one (a child under a parent already checked) must only not
+        be another tenant's.
+        """
+        strict, loose = set(strict), set(loose) - set(strict)
+        if not (strict or loose) or self.reaches_all(tenant):
+            return set()
+        owners = await self.owners(strict | loose)
+        open_unowned = self._policy().isolation.unowned == "allow"
+        denied = {i for i in loose if owners[i] not in (tenant, NOBODY)}
+        for object_id in strict:
+            owner = owners[object_id]
+            if owner != tenant and not (owner == NOBODY and open_unowned):
+                denied.add(object_id)
+        return denied
+
+    async def owns(self, tenant: str, object_id: str) -> bool:
+        return (await self.owners([object_id]))[object_id] == tenant
+
+    def sighted(self, tenant: str, seen: list[Sighting]) -> None:
+        """Objects seen under ``tenant``'s own parent: those with no owner become its own.
+
+        Ids this process knows nothing of are claimed at once, so the tenant can use
+        them in its very next request; the ledger is then asked, off the request path,
+        and an owner recorded elsewhere wins over the claim.
+        """
+        fresh = [s for s in seen if s.kind in RECORDED and not self._cached(s.id)]
+        if not fresh:
+            return
+        for sighting in fresh:
+            self._remember(sighting.id, tenant)
+        check = asyncio.ensure_future(self._confirm(tenant, fresh))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    async def _confirm(self, tenant: str, fresh: list[Sighting]) -> None:
+        try:
+            found = await asyncio.to_thread(ledger.owners, self._engine, [s.id for s in fresh])
+        except SQLAlchemyError as exc:
+            log.warning("owner lookup for %d sighted objects failed: %s", len(fresh), exc)
+            found = {}
+        now = int(time.time())
+        claimed = []
+        for sighting in fresh:
+            owner = found.get(sighting.id)
+            if owner is not None and owner != tenant:
+                self._remember(sighting.id, owner)
+            elif owner is None:
+                at = sighting.created_at if sighting.created_at is not None else now
+                claimed.append(
+                    ObjectSeen(
+                        sighting.id, sighting.kind, sighting.parent_id, at, False, None, None
+                    )
+                )
+        if claimed:
+            self._writer.add(tenant, claimed)

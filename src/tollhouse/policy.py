@@ -37,6 +37,8 @@ PUBLISHED_LIMITS = {
 KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 RESERVED_TENANTS = frozenset({"_org", "_tollhouse", "other"})
+UPSTREAM_ORGANIZATION = re.compile(r"org-[A-Za-z0-9_-]{1,64}")
+UPSTREAM_PROJECT = re.compile(r"proj_[A-Za-z0-9_-]{1,64}")
 
 
 class PolicyError(Exception):
@@ -83,10 +85,45 @@ def _key_hash(value: str) -> str:
     return value
 
 
+def _organization_id(value: str) -> str:
+    if not UPSTREAM_ORGANIZATION.fullmatch(value):
+        raise ValueError("must be an organization id like 'org-abc123', not its name")
+    return value
+
+
+def _project_id(value: str) -> str:
+    if not UPSTREAM_PROJECT.fullmatch(value):
+        raise ValueError("must be a project id like 'proj_abc123', not its name")
+    return value
+
+
+class Upstream(_Frozen):
+    """The ``OpenAI-Organization`` / ``OpenAI-Project`` sent for a tenant's requests.
+
+    Used whenever tollhouse sends its own upstream key; what a tenant sends itself
+    is then replaced, so a tenant cannot bill another project with that key.
+    """
+
+    organization: Annotated[str, AfterValidator(_organization_id)] | None = None
+    project: Annotated[str, AfterValidator(_project_id)] | None = None
+
+
 class Tenant(_Frozen):
     keys: tuple[Annotated[str, AfterValidator(_key_hash)], ...] = ()
     limits: Limits = {}
     shadow_mode: bool = False
+    admin: bool = False  # reaches every tenant's objects, and objects with no owner
+    upstream: Upstream = Upstream()
+
+
+class Isolation(_Frozen):
+    """What ordinary tenants get for an object tollhouse has no owner for.
+
+    ``deny`` (the default) answers as for a missing object; ``allow`` opens such
+    objects to every tenant, for a migration window before ``tollhouse adopt`` ran.
+    """
+
+    unowned: Literal["deny", "allow"] = "deny"
 
 
 class Shaping(_Frozen):
@@ -100,6 +137,18 @@ class Identify(_Frozen):
     mode: Literal["keys", "header", "default"] = "default"
     header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] = "X-Tollhouse-Tenant"
     default_tenant: str = "default"
+    # header mode: a tenant the policy does not list is refused (deny), or served with
+    # default_limits if its name is a usable tenant name (allow).
+    unlisted: Literal["deny", "allow"] = "deny"
+
+    @model_validator(mode="after")
+    def _unlisted_in_header_mode(self) -> Identify:
+        if self.unlisted == "allow" and self.mode != "header":
+            raise ValueError(
+                f"unlisted: allow applies only to mode: header (mode is {self.mode!r}), "
+                "where a trusted app names the tenant"
+            )
+        return self
 
 
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -190,6 +239,7 @@ class Policy(_Frozen):
     shaping: dict[RequestClass, Shaping] = {}
     shadow_mode: bool = False
     cleanup: Cleanup = Cleanup()
+    isolation: Isolation = Isolation()
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
@@ -214,6 +264,13 @@ class Policy(_Frozen):
         if own is not None and request_class in own.limits:
             return own.limits[request_class]
         return self.default_limits.get(request_class)
+
+    def reaches_all(self, tenant: str) -> bool:
+        """Whether ``tenant`` is exempt from isolation: an admin, or the only tenant there is."""
+        if self.identify.mode == "default":
+            return True
+        own = self.tenants.get(tenant)
+        return own is not None and own.admin
 
     def in_shadow_mode(self, tenant: str) -> bool:
         own = self.tenants.get(tenant)

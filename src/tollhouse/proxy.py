@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from opentelemetry.trace import Span
 
+from tollhouse import references
 from tollhouse.asgi import (
+    BodyTooLarge,
     ClientDisconnected,
     Receive,
     Scope,
@@ -22,16 +25,26 @@ from tollhouse.asgi import (
     request_body,
     send_error,
     wait_for_disconnect,
+    whole_body,
 )
 from tollhouse.classify import Operation, RequestClass, classify
-from tollhouse.errors import ErrorResponse, not_found
+from tollhouse.errors import (
+    ErrorResponse,
+    body_too_large,
+    encoded_body,
+    not_found,
+    unparseable_body,
+)
 from tollhouse.forward import Forwarder, Headers, UpstreamError, UpstreamResponse, forwarded_headers
+from tollhouse.lists import MAX_PAGES, SHARED_LISTS, ListRequest, filtered_list
 from tollhouse.metrics import Metrics
 from tollhouse.observe import Observer, observes
-from tollhouse.ownership import Ownership, referenced_ids
+from tollhouse.ownership import LedgerUnavailable, Ownership, path_ids
+from tollhouse.paths import path_problem
 from tollhouse.quota import Decision, Quota
-from tollhouse.tenants import OTHER, Identity, Tenants, UnknownKey
+from tollhouse.tenants import OTHER, Identity, IdentityRefused, Tenants
 from tollhouse.tracing import Tracing
+from tollhouse.twins import Twins, accepted_encodings, cursor_ids
 from tollhouse.writer import LedgerWriter
 
 log = logging.getLogger(__name__)
@@ -39,8 +52,48 @@ log = logging.getLogger(__name__)
 # Responses up to this size, with a known length, are read whole and sent in one
 # message; anything larger, or of unknown length (SSE), is relayed chunk by chunk.
 WHOLE_BODY_LIMIT = 256 * 1024
+MAX_JSON_BODY = 8 * 1024 * 1024  # the most of a JSON request body read to check it
 RUN_POLL = "threads.runs.retrieve"
 WRITES = frozenset({RequestClass.POST, RequestClass.RUN_CREATE})
+
+
+# Writes whose reference body is multipart: they stream, unread (no field names an object).
+MULTIPART_OPERATIONS = frozenset({"files.create", "uploads.parts.create"})
+# A path segment shaped like an object id (``thread_abc``, ``file-abc``).
+ID_SHAPE = re.compile(r"^[a-z]+[_-][A-Za-z0-9]{8,}$")
+
+
+class Refused(Exception):
+    """A request answered by tollhouse itself, before it reaches the upstream."""
+
+    def __init__(self, error: ErrorResponse) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+    def response(self) -> ErrorResponse:
+        return self.error
+
+
+def header(headers: Headers, name: bytes) -> bytes | None:
+    """The first value of the header ``name`` (lower case), if any."""
+    return next((v for k, v in headers if k.lower() == name), None)
+
+
+def inspects_body(operation: Operation, headers: Headers) -> bool:
+    """Whether a request's body is read whole and checked for the objects it names."""
+    if operation.request_class not in WRITES or operation.name in MULTIPART_OPERATIONS:
+        return False
+    if operation.known:
+        return True
+    media = (header(headers, b"content-type") or b"application/json").split(b";")[0].strip()
+    return media.lower() in (b"application/json", b"text/plain", b"")
+
+
+def narrowed(headers: Headers) -> Headers:
+    """Headers for a twinned request: an answer tollhouse can decode to map twins back."""
+    return [
+        (k, accepted_encodings(v) if k.lower() == b"accept-encoding" else v) for k, v in headers
+    ]
 
 
 class _Exchange:
@@ -58,6 +111,7 @@ class _Exchange:
         "span",
         "started",
         "status",
+        "touches",
         "upstream_started",
     )
 
@@ -84,6 +138,7 @@ class _Exchange:
         self.span = span
         self.status: int | None = None
         self.upstream_started: float | None = None
+        self.touches = True  # a success moves the last use of the objects it names
         self._done = False
 
     def finish(self, outcome: str) -> None:
@@ -98,7 +153,7 @@ class _Exchange:
         Tracing.end(self.span, outcome, self.status)
         if self.status is not None:
             metrics.upstream_status(operation.request_class, self.status)
-            if self.status < 400 and operation.params:
+            if self.status < 400 and operation.params and self.touches:
                 self._writer.touch(operation.params.values())
         if self.upstream_started is not None and outcome != "upstream_error":
             now = self._clock()
@@ -123,7 +178,11 @@ class Proxy:
         writer: LedgerWriter,
         tracing: Tracing,
         clock: Callable[[], float] = time.perf_counter,
+        max_body: int = MAX_JSON_BODY,
+        list_pages: int = MAX_PAGES,
     ) -> None:
+        self._max_body = max_body
+        self._list_pages = list_pages
         self._forwarder = forwarder
         self._metrics = metrics
         self.tenants = tenants
@@ -140,10 +199,15 @@ class Proxy:
         if not path.startswith("/v1/"):
             await send_error(send, not_found(method, path))
             return
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        problem = path_problem(raw_path)
+        if problem is not None:
+            await self._refuse(send, OTHER, OTHER, classify(method, ""), "rejected", problem)
+            return
         operation = classify(method, path)
         try:
             identity, headers = self.tenants.identify(forwarded_headers(scope["headers"]))
-        except UnknownKey as exc:
+        except IdentityRefused as exc:
             log.info("refused %s %s: %s", method, operation.name, exc)
             await self._refuse(send, OTHER, OTHER, operation, "rejected", exc.response())
             return
@@ -152,12 +216,6 @@ class Proxy:
         if not decision.allowed:
             await self._refuse(
                 send, identity.tenant, identity.label, operation, "throttled", decision.refusal()
-            )
-            return
-        refusal = await self._ownership.refusal(identity.tenant, operation)
-        if refusal is not None:
-            await self._refuse(
-                send, identity.tenant, identity.label, operation, "rejected", refusal
             )
             return
         if operation.name == RUN_POLL:
@@ -198,36 +256,79 @@ class Proxy:
         Tracing.end(span, outcome, error.status)
         await send_error(send, error)
 
+    async def _body(
+        self, receive: Receive, tenant: str, operation: Operation, headers: Headers
+    ) -> tuple[bytes | AsyncIterator[bytes] | None, object]:
+        """The request body, and its JSON document when it is one tollhouse must check.
+
+        Writes with a JSON body are read whole, however they are framed, and every
+        field naming an object is checked; multipart uploads stream untouched.
+        Raises ``Refused`` for a body that cannot be checked.
+        """
+        if self._ownership.reaches_all(tenant) or not inspects_body(operation, headers):
+            return await request_body(receive), None
+        # An operation tollhouse does not know may take a body that is not JSON: it is
+        # checked when it parses, and forwarded as it is when it does not.
+        strict = operation.known
+        encoding = header(headers, b"content-encoding")
+        if encoding and encoding.strip().lower() != b"identity":
+            raise Refused(encoded_body(encoding.decode("latin-1")))
+        declared = header(headers, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            raise Refused(body_too_large(self._max_body))
+        try:
+            body = await whole_body(receive, self._max_body)
+        except BodyTooLarge:
+            raise Refused(body_too_large(self._max_body)) from None
+        if not body.strip():
+            return body, None
+        try:
+            return body, references.parse(body)
+        except references.UnreadableBody:
+            if not strict:
+                return body, None
+            raise Refused(unparseable_body()) from None
+
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, exchange: _Exchange, headers: Headers
     ) -> None:
         method: str = scope["method"]
+        operation, tenant = exchange.operation, exchange.identity.tenant
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        query = scope["query_string"].decode("latin-1")
         try:
-            body = await request_body(receive)
+            body, document = await self._body(receive, tenant, operation, headers)
+            twins, owned_parent = await self._isolate(tenant, operation, raw_path, query, document)
         except ClientDisconnected:
             exchange.finish("rejected")
             return
-        if isinstance(body, bytes) and exchange.operation.request_class in WRITES:
-            named = referenced_ids(body)
-            refusal = await self._ownership.refusal_for(exchange.identity.tenant, named)
-            if refusal is not None:
-                exchange.finish("rejected")
-                await send_error(send, refusal)
-                return
-        raw_path = scope.get("raw_path") or scope["path"].encode()
+        except (Refused, LedgerUnavailable) as exc:
+            exchange.finish("rejected")
+            await send_error(send, exc.response())
+            return
+        if twins:
+            self._metrics.isolation_denials.labels(exchange.identity.label, operation.name).inc()
+            log.info("%s %s named objects %s cannot reach", method, operation.name, tenant)
+            raw_path, query = twins.path(raw_path), twins.query(query)
+            if document is not None:
+                body = references.replaced(document, twins.of)
+            headers = narrowed(headers)
+            exchange.touches = False
+        elif owned_parent:
+            exchange.observer.sighting = True
+            exchange.observer.named = frozenset(
+                [*operation.params.values(), *(i for _, i in references.references(document))]
+            )
+        if isinstance(body, bytes):
+            headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
         exchange.upstream_started = self._clock()
         try:
-            response = await self._forwarder.send(
-                method,
-                raw_path.decode("latin-1"),
-                scope["query_string"].decode("latin-1"),
-                headers,
-                body,
-            )
+            if not twins and method == "GET" and self._filters(tenant, operation):
+                await self._filtered_list(receive, send, exchange, raw_path, query, headers)
+                return
+            response = await self._forwarder.send(method, raw_path, query, headers, body)
         except UpstreamError as exc:
-            log.warning(
-                "upstream request failed for %s %s: %s", method, exchange.operation.name, exc
-            )
+            log.warning("upstream request failed for %s %s: %s", method, operation.name, exc)
             exchange.finish("upstream_error")
             await send_error(send, exc.response())
             return
@@ -236,9 +337,111 @@ class Proxy:
             return
         response.headers.extend(exchange.decision.headers())
         try:
-            await self._relay(response, receive, send, exchange)
+            if twins:
+                await self._relay_restored(response, send, exchange, twins)
+            else:
+                await self._relay(response, receive, send, exchange)
         finally:
             response.close()
+
+    async def _isolate(
+        self, tenant: str, operation: Operation, raw_path: str, query: str, document: object
+    ) -> tuple[Twins, bool]:
+        """The twins of the ids ``tenant`` may not reach; whether it owns the path's parent."""
+        if operation.known:
+            strict, loose = path_ids(operation)
+        else:  # an operation tollhouse does not know: no id in it may be another tenant's
+            strict, loose = [], [s for s in raw_path.split("/") if ID_SHAPE.match(s)]
+        cursors = cursor_ids(query)
+        if operation.name in SHARED_LISTS:
+            strict += cursors
+        else:
+            loose += cursors
+        if document is not None:
+            strict += [object_id for _, object_id in references.references(document)]
+        twins = Twins(await self._ownership.foreign(tenant, strict, loose))
+        parent = next(iter(operation.params.values()), None)
+        if twins:
+            owned_parent = False
+        elif parent is not None:
+            owned_parent = await self._ownership.owns(tenant, parent)
+        else:
+            owned_parent = operation.creates is not None
+        return twins, owned_parent
+
+    def _filters(self, tenant: str, operation: Operation) -> bool:
+        return operation.name in SHARED_LISTS and not self._ownership.reaches_all(tenant)
+
+    async def _filtered_list(
+        self,
+        receive: Receive,
+        send: Send,
+        exchange: _Exchange,
+        raw_path: str,
+        query: str,
+        headers: Headers,
+    ) -> None:
+        """An organisation-wide list, narrowed to the caller's objects."""
+        tenant, label = exchange.identity.tenant, exchange.identity.label
+
+        async def visible(ids: list[str]) -> set[str]:
+            return set(ids) - await self._ownership.foreign(tenant, strict=ids)
+
+        async def may_fetch() -> bool:
+            decision = await self._quota.admit(tenant, RequestClass.GET)
+            return decision.allowed
+
+        pages = await filtered_list(
+            self._forwarder,
+            raw_path,
+            ListRequest.parse(query),
+            headers,
+            visible,
+            may_fetch,
+            self._list_pages,
+        )
+        if isinstance(pages, UpstreamResponse):
+            pages.headers.extend(exchange.decision.headers())
+            try:
+                await self._relay(pages, receive, send, exchange)
+            finally:
+                pages.close()
+            return
+        self._metrics.list_pages.labels(label).inc(pages.upstream_pages)
+        exchange.status = pages.status
+        if observes(exchange.operation, pages.status):
+            await exchange.observer.whole_body(pages.body, pages.status)
+        exchange.finish("forwarded")
+        headers_out = [*pages.headers, *exchange.decision.headers()]
+        await send({"type": "http.response.start", "status": pages.status, "headers": headers_out})
+        await send({"type": "http.response.body", "body": pages.body})
+
+    async def _relay_restored(
+        self, response: UpstreamResponse, send: Send, exchange: _Exchange, twins: Twins
+    ) -> None:
+        """The answer to a request whose foreign ids were twinned, with the twins mapped back."""
+        exchange.status = response.status
+        try:
+            content = await response.read()
+        except UpstreamError as exc:
+            exchange.finish("upstream_error")
+            await send_error(send, exc.response())
+            return
+        encoding = header(response.headers, b"content-encoding") or b""
+        content = twins.restore(content, encoding)
+        if observes(exchange.operation, response.status):
+            await exchange.observer.whole_body(content, response.status)
+        headers_out = [
+            (k, v)
+            for k, v in response.headers
+            if k.lower() not in (b"content-length", b"transfer-encoding")
+        ]
+        headers_out.append((b"content-length", str(len(content)).encode()))
+        exchange.finish("forwarded")
+        await send(
+            {"type": "http.response.start", "status": response.status, "headers": headers_out}
+        )
+        await send({"type": "http.response.body", "body": content})
 
     async def _relay(
         self, response: UpstreamResponse, receive: Receive, send: Send, exchange: _Exchange

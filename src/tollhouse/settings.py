@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     spool_path: Path = Field(
         Path("tollhouse.spool"), description="Where ledger writes wait while the database is down."
     )
+    max_json_body_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON request body read whole to check the ids it names (else 413).",
+    )
+    list_scan_pages: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="Upstream pages of 100 read at most for one page of a tenant's own list.",
+    )
     pricing_file: Path | None = Field(None, description="Your own pricing table (YAML).")
     reconcile_seconds: float = Field(60.0, gt=0, description="How often the reconciler runs.")
     reconcile_after: float = Field(

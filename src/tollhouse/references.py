@@ -1,0 +1,82 @@
+"""The objects a JSON request body names, and the body with some of them replaced.
+
+A write's body is parsed whole, duplicate keys included: a parser upstream may
+keep the first of two ``assistant_id`` keys where Python keeps the last, so every
+occurrence of every field that names an object is checked, however deep, with no
+count past which ids go unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Final
+
+from tollhouse.classify import Kind
+
+# Request-body fields of the reference that name objects another tenant may own.
+# (`part_ids` name parts of the upload in the path, `tool_call_id` a call of the run.)
+REFERENCE_FIELDS: Final = {
+    "assistant_id": Kind.ASSISTANT,
+    "file_id": Kind.FILE,
+    "file_ids": Kind.FILE,
+    "vector_store_ids": Kind.VECTOR_STORE,
+}
+
+
+class Pairs(list[tuple[str, object]]):
+    """A JSON object as its key/value pairs in order, duplicates kept."""
+
+
+class UnreadableBody(ValueError):
+    """A body that is not JSON this module can check."""
+
+
+def parse(body: bytes) -> object:
+    """The JSON document, objects as ``Pairs``; raises ``UnreadableBody``."""
+    try:
+        return json.loads(body, object_pairs_hook=Pairs)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UnreadableBody(str(exc)) from None
+
+
+def references(document: object) -> list[tuple[Kind, str]]:
+    """Every object id the document names in a reference field, in no particular order."""
+    found: list[tuple[Kind, str]] = []
+    pending: list[object] = [document]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Pairs):
+            for key, value in node:
+                kind = REFERENCE_FIELDS.get(key)
+                if kind is None:
+                    pending.append(value)
+                elif isinstance(value, str):
+                    found.append((kind, value))
+                elif isinstance(value, list):
+                    found.extend((kind, item) for item in value if isinstance(item, str))
+                    pending.extend(item for item in value if not isinstance(item, str))
+                else:
+                    pending.append(value)
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
+def replaced(document: object, replacements: Mapping[str, str]) -> bytes:
+    """The document serialised again, each id in a reference field replaced."""
+    try:
+        return _dump(document, replacements, None).encode()
+    except RecursionError:
+        raise UnreadableBody("nested too deeply") from None
+
+
+def _dump(node: object, replacements: Mapping[str, str], field: str | None) -> str:
+    if isinstance(node, Pairs):
+        members = (json.dumps(key) + ":" + _dump(value, replacements, key) for key, value in node)
+        return "{" + ",".join(members) + "}"
+    if isinstance(node, list):
+        return "[" + ",".join(_dump(item, replacements, field) for item in node) + "]"
+    if isinstance(node, str) and field in REFERENCE_FIELDS:
+        return json.dumps(replacements.get(node, node))
+    return json.dumps(node)
