@@ -197,7 +197,7 @@ def test_thread_can_create_its_vector_store(client: openai.OpenAI, clock: FakeCl
     clock.advance(1)
     store = client.vector_stores.retrieve(store_id)
     assert (store.usage_bytes, store.file_counts.completed) == (12, 1)
-    with pytest.raises(openai.NotFoundError, match="No file found"):
+    with pytest.raises(openai.NotFoundError, match="No such File object"):
         client.beta.threads.create(
             tool_resources={"file_search": {"vector_stores": [{"file_ids": ["file-nope"]}]}}
         )
@@ -226,7 +226,7 @@ def test_file_upload_and_download_are_byte_exact(client: openai.OpenAI, clock: F
         client.files.retrieve(batch.id)  # expired files are gone
     deleted = client.files.delete(uploaded.id)
     assert (deleted.id, deleted.object, deleted.deleted) == (uploaded.id, "file", True)
-    with pytest.raises(openai.NotFoundError, match="No file found"):
+    with pytest.raises(openai.NotFoundError, match="No such File object"):
         client.files.content(uploaded.id)
 
 

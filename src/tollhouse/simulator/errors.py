@@ -60,6 +60,17 @@ def not_found(kind: str, object_id: str) -> SimulatorError:
     return SimulatorError(404, f"No {kind} found with id '{object_id}'.")
 
 
+def no_such_file(file_id: str) -> SimulatorError:
+    """Files are worded apart from the other kinds, naming the parameter."""
+    return SimulatorError(404, f"No such File object: {file_id}", param="id")
+
+
+def not_in_store(file_id: str, vector_store_id: str) -> SimulatorError:
+    return SimulatorError(
+        404, f"No file found with id '{file_id}' in vector store '{vector_store_id}'."
+    )
+
+
 def invalid_url(method: str, path: str) -> SimulatorError:
     return SimulatorError(404, f"Invalid URL ({method} {path})")
 

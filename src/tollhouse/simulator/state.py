@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 
 from tollhouse.simulator.config import SimulatorConfig
-from tollhouse.simulator.errors import SimulatorError, not_found
+from tollhouse.simulator.errors import SimulatorError, no_such_file, not_found
 from tollhouse.simulator.files import FileRecord
 from tollhouse.simulator.lifecycle import Run
 from tollhouse.simulator.ratelimit import RateLimiter
@@ -96,7 +96,7 @@ class Simulator:
     def file(self, file_id: str, now: float) -> FileRecord:
         found = self.files.get(file_id)
         if found is None or found.expired(now):
-            raise not_found("file", file_id)
+            raise no_such_file(file_id)
         return found
 
     def vector_store(self, vector_store_id: str) -> VectorStore:

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tollhouse.simulator.bodies import invalid_type, missing, read_json, required_str, string_list
-from tollhouse.simulator.errors import bad_request, not_found
+from tollhouse.simulator.errors import bad_request, not_found, not_in_store
 from tollhouse.simulator.state import Simulator, simulator_of
 from tollhouse.simulator.store import ListParams, list_params, new_id
 from tollhouse.simulator.vector_stores import (
@@ -34,7 +34,7 @@ def _attached(store: VectorStore, request: Request) -> VectorStoreFile:
     file_id = request.path_params["file_id"]
     found = store.files.get(file_id)
     if found is None:
-        raise not_found("vector store file", file_id)
+        raise not_in_store(file_id, store.id)
     return found
 
 
