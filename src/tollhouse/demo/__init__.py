@@ -44,11 +44,12 @@ async def scenario(base_url: str, out: Print) -> None:
     def say(tenant: str, text: str) -> None:
         out(f"  [{tenant:<7}] {text}")
 
-    await asyncio.gather(
+    acme_assistant, *_ = await asyncio.gather(
         traffic.analyst(base_url, say),
         traffic.support_bot(base_url, say),
         traffic.noisy_poller(base_url, say),
     )
+    await traffic.curious_neighbour(base_url, say, acme_assistant)
 
 
 async def run_demo(

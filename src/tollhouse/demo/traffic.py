@@ -33,8 +33,11 @@ def client_for(base_url: str, tenant: str, max_retries: int = 2) -> openai.Async
     )
 
 
-async def analyst(base_url: str, say: Say) -> None:
-    """acme: Code Interpreter and File Search over an uploaded report, polled and streamed."""
+async def analyst(base_url: str, say: Say) -> str:
+    """acme: Code Interpreter and File Search over an uploaded report, polled and streamed.
+
+    Returns acme's assistant, for a neighbour to try its luck with.
+    """
     async with client_for(base_url, "acme") as client:
         report = b"quarterly revenue grew in every region; churn fell to 2%\n" * 2000
         uploaded = await client.files.create(
@@ -80,6 +83,20 @@ async def analyst(base_url: str, say: Say) -> None:
         say("acme", f"streamed run {final.id}: {events} events, {final.status}")
         stored = await client.vector_stores.retrieve(store.id)
         say("acme", f"vector store {store.id} holds {stored.usage_bytes:,} bytes")
+        return assistant.id
+
+
+async def curious_neighbour(base_url: str, say: Say, theirs: str) -> None:
+    """globex looks for acme's assistant: it finds nothing, as if it did not exist."""
+    async with client_for(base_url, "globex") as client:
+        try:
+            await client.beta.assistants.retrieve(theirs)
+            say("globex", f"read acme's assistant {theirs}: isolation failed")
+        except openai.NotFoundError as exc:
+            answer = exc.body.get("message") if isinstance(exc.body, dict) else exc.message
+            say("globex", f"asked for acme's assistant: {exc.status_code} \"{answer}\"")
+        listed = [a.name async for a in client.beta.assistants.list()]
+        say("globex", f"listed assistants: sees only its own ({', '.join(map(str, listed))})")
 
 
 async def support_bot(base_url: str, say: Say) -> None:
