@@ -1,4 +1,4 @@
-"""One table: every endpoint of the Assistants reference, with its operation and class."""
+"""One table: every endpoint tollhouse knows, with its operation and class."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ G, P, R, D = RequestClass.GET, RequestClass.POST, RequestClass.RUN_CREATE, Reque
 T = "/v1/threads/thread_abc"
 RUN = T + "/runs/run_abc"
 VS = "/v1/vector_stores/vs_abc"
+RC, CC = RequestClass.RESPONSE_CREATE, RequestClass.CHAT_COMPLETION
+RS, U = RequestClass.RESPONSES, RequestClass.UNKNOWN
+RESP, CONV = "/v1/responses/resp_1", "/v1/conversations/conv_1"
+CONT, CHAT = "/v1/containers/cntr_1", "/v1/chat/completions/chatcmpl-1"
 
 TABLE = [
     ("GET", "/v1/assistants", "assistants.list", G, {}),
@@ -157,15 +161,82 @@ TABLE = [
     ("OPTIONS", T, "threads.retrieve", G, {"thread_id": "thread_abc"}),
     ("head", "/v1/files/file-1/content", "files.content", G, {"file_id": "file-1"}),
     ("options", VS + "/files", "vector_stores.files.list", G, {"vector_store_id": "vs_abc"}),
-    ("HEAD", "/v1/uploads/upload_1/parts", UNKNOWN, G, {}),  # POST only: no GET route
-    ("OPTIONS", RUN + "/cancel", UNKNOWN, G, {}),
-    ("HEAD", "/v1/responses/resp_1", UNKNOWN, G, {}),
-    # unknown paths: class by method
-    ("GET", "/v1/responses/resp_1", UNKNOWN, G, {}),
-    ("POST", "/v1/assistants/asst_abc/clone", UNKNOWN, P, {}),
-    ("DELETE", "/v1/threads/thread_abc/runs/run_abc", UNKNOWN, D, {}),
-    ("PATCH", "/v1/assistants/asst_abc", UNKNOWN, P, {}),
-    ("GET", "/v1/threads//runs", UNKNOWN, G, {}),
+    ("HEAD", "/v1/uploads/upload_1/parts", UNKNOWN, U, {}),  # POST only: no GET route
+    ("OPTIONS", RUN + "/cancel", UNKNOWN, U, {}),
+    ("HEAD", RESP, "responses.retrieve", RS, {"response_id": "resp_1"}),
+    # the Responses era: classes of their own, never the Assistants API's limits
+    ("POST", "/v1/responses", "responses.create", RC, {}),
+    ("POST", "/v1/responses/compact", "responses.compact", RC, {}),
+    ("POST", "/v1/responses/input_tokens", "responses.input_tokens", RS, {}),
+    ("GET", RESP, "responses.retrieve", RS, {"response_id": "resp_1"}),
+    ("DELETE", RESP, "responses.delete", RS, {"response_id": "resp_1"}),
+    ("POST", RESP + "/cancel", "responses.cancel", RS, {"response_id": "resp_1"}),
+    ("GET", RESP + "/input_items", "responses.input_items", RS, {"response_id": "resp_1"}),
+    ("POST", "/v1/conversations", "conversations.create", RS, {}),
+    ("GET", CONV, "conversations.retrieve", RS, {"conversation_id": "conv_1"}),
+    ("POST", CONV, "conversations.update", RS, {"conversation_id": "conv_1"}),
+    ("DELETE", CONV, "conversations.delete", RS, {"conversation_id": "conv_1"}),
+    ("POST", CONV + "/items", "conversations.items.create", RS, {"conversation_id": "conv_1"}),
+    ("GET", CONV + "/items", "conversations.items.list", RS, {"conversation_id": "conv_1"}),
+    (
+        "GET",
+        CONV + "/items/msg_1",
+        "conversations.items.retrieve",
+        RS,
+        {"conversation_id": "conv_1", "item_id": "msg_1"},
+    ),
+    (
+        "DELETE",
+        CONV + "/items/msg_1",
+        "conversations.items.delete",
+        RS,
+        {"conversation_id": "conv_1", "item_id": "msg_1"},
+    ),
+    ("GET", "/v1/containers", "containers.list", RS, {}),
+    ("POST", "/v1/containers", "containers.create", RS, {}),
+    ("GET", CONT, "containers.retrieve", RS, {"container_id": "cntr_1"}),
+    ("DELETE", CONT, "containers.delete", RS, {"container_id": "cntr_1"}),
+    ("POST", CONT + "/files", "containers.files.create", RS, {"container_id": "cntr_1"}),
+    ("GET", CONT + "/files", "containers.files.list", RS, {"container_id": "cntr_1"}),
+    (
+        "GET",
+        CONT + "/files/cfile_1",
+        "containers.files.retrieve",
+        RS,
+        {"container_id": "cntr_1", "container_file_id": "cfile_1"},
+    ),
+    (
+        "DELETE",
+        CONT + "/files/cfile_1",
+        "containers.files.delete",
+        RS,
+        {"container_id": "cntr_1", "container_file_id": "cfile_1"},
+    ),
+    (
+        "GET",
+        CONT + "/files/cfile_1/content",
+        "containers.files.content",
+        RS,
+        {"container_id": "cntr_1", "container_file_id": "cfile_1"},
+    ),
+    ("POST", "/v1/chat/completions", "chat.completions.create", CC, {}),
+    ("GET", "/v1/chat/completions", "chat.completions.list", RS, {}),
+    ("GET", CHAT, "chat.completions.retrieve", RS, {"completion_id": "chatcmpl-1"}),
+    ("POST", CHAT, "chat.completions.update", RS, {"completion_id": "chatcmpl-1"}),
+    ("DELETE", CHAT, "chat.completions.delete", RS, {"completion_id": "chatcmpl-1"}),
+    (
+        "GET",
+        CHAT + "/messages",
+        "chat.completions.messages.list",
+        RS,
+        {"completion_id": "chatcmpl-1"},
+    ),
+    # unknown paths: a class of their own, whatever the method
+    ("GET", "/v1/embeddings/emb_1", UNKNOWN, U, {}),
+    ("POST", "/v1/assistants/asst_abc/clone", UNKNOWN, U, {}),
+    ("DELETE", "/v1/threads/thread_abc/runs/run_abc", UNKNOWN, U, {}),
+    ("PATCH", "/v1/assistants/asst_abc", UNKNOWN, U, {}),
+    ("GET", "/v1/threads//runs", UNKNOWN, U, {}),
 ]
 
 

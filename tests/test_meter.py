@@ -710,6 +710,12 @@ PARSED = {
     "files.create",
     "uploads.create",
     "uploads.complete",
+    # creates of the Responses era: their owners are recorded
+    "responses.create",
+    "conversations.create",
+    "containers.create",
+    "containers.files.create",
+    "chat.completions.create",
 }
 
 
@@ -793,12 +799,34 @@ EVENTS: list[tuple[str, Any, list[str]]] = [
     ("thread.run.completed", "{not json", []),
     ("thread.run.completed", run_event("completed", usage="lots"), []),
     ("thread.run.step.completed", step_doc("call_f"), []),
+    # the Responses era: a stream names what it created first
+    (
+        "response.created",
+        {
+            "type": "response.created",
+            "sequence_number": 0,
+            "response": {"id": "resp_1", "object": "response", "created_at": START},
+        },
+        ["response - - - -"],
+    ),
+    ("response.created", {"response": {"id": "resp_1", "object": "response"}}, []),
+    (
+        "response.in_progress",
+        {"response": {"id": "resp_1", "object": "response", "created_at": START}},
+        [],
+    ),
+    (
+        "message",
+        {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": START, "choices": []},
+        ["chat_completion - - - -"],
+    ),
+    ("message", {"id": "chatcmpl-1", "object": "chat.completion", "created": START}, []),
 ]
 
 
 @pytest.mark.parametrize(
     ("name", "data", "expected"), EVENTS, ids=[f"{i}-{e[0]}" for i, e in enumerate(EVENTS)]
-)
+)  # fmt: skip
 def test_observe_event(name: str, data: Any, expected: list[str]) -> None:
     assert [describe(s) for s in observe_event(SSEEvent(name, event_data(data)))] == expected
 

@@ -32,6 +32,15 @@ from tollhouse.references import UnreadableBody, parse, references, replaced
         (b'{"content": [{"type": "image_file", "image_file": {"file_id": "file-4"}}]}',
          [(Kind.FILE, "file-4")]),
         (b'{"metadata": {"note": "asst_1"}}', []),
+        (b'{"previous_response_id": "resp_1", "conversation": "conv_1"}',
+         [(Kind.RESPONSE, "resp_1"), (Kind.CONVERSATION, "conv_1")]),
+        (b'{"conversation": {"id": "conv_2"},'
+         b' "input": [{"type": "input_file", "file_id": "file-5"}]}',
+         [(Kind.CONVERSATION, "conv_2"), (Kind.FILE, "file-5")]),
+        (b'{"tools": [{"type": "code_interpreter", "container": "cntr_1"},'
+         b' {"type": "code_interpreter", "container": {"type": "auto", "file_ids": ["file-6"]}},'
+         b' {"type": "file_search", "vector_store_ids": ["vs_9"]}]}',
+         [(Kind.CONTAINER, "cntr_1"), (Kind.FILE, "file-6"), (Kind.VECTOR_STORE, "vs_9")]),
         (b"[]", []),
         (b'"asst_1"', []),
     ],
@@ -49,6 +58,12 @@ def test_every_one_of_many_ids_is_found() -> None:
 def test_bodies_that_are_not_json_are_unreadable(body: bytes) -> None:
     with pytest.raises(UnreadableBody):
         parse(body)
+
+
+def test_a_conversation_named_by_object_is_replaced_in_its_id() -> None:
+    body = b'{"conversation": {"id": "conv_a"}, "id": "conv_a"}'
+    out = replaced(parse(body), {"conv_a": "conv_z"})
+    assert out == b'{"conversation":{"id":"conv_z"},"id":"conv_a"}'
 
 
 def test_replacing_keeps_everything_else() -> None:

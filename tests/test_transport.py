@@ -210,7 +210,7 @@ def test_unknown_v1_paths_are_forwarded_and_counted_as_unknown(make_proxy: Proxy
             proxy.sample(
                 "tollhouse_requests_total",
                 tenant="default",
-                **{"class": "POST"},
+                **{"class": "UNKNOWN"},
                 operation="unknown",
                 outcome="forwarded",
             )

@@ -16,12 +16,25 @@ from typing import Final
 
 
 class RequestClass(enum.StrEnum):
-    """The quota class of a request, as the organisation's limits are published."""
+    """The quota class of a request.
+
+    The first four are the Assistants API's, with the organisation's published
+    limits; the others have no limit unless the policy sets one.
+    """
 
     GET = "GET"
     POST = "POST"
     RUN_CREATE = "RUN_CREATE"
     DELETE = "DELETE"
+    RESPONSE_CREATE = "RESPONSE_CREATE"  # a model call on the Responses API
+    CHAT_COMPLETION = "CHAT_COMPLETION"  # a model call on Chat Completions
+    RESPONSES = "RESPONSES"  # the rest of the Responses era: reads, polls, conversations...
+    UNKNOWN = "UNKNOWN"  # operations tollhouse does not know
+
+
+ASSISTANTS_CLASSES: Final = frozenset(
+    {RequestClass.GET, RequestClass.POST, RequestClass.RUN_CREATE, RequestClass.DELETE}
+)
 
 
 class Kind(enum.StrEnum):
@@ -36,6 +49,12 @@ class Kind(enum.StrEnum):
     FILE_BATCH = "file_batch"
     FILE = "file"
     UPLOAD = "upload"
+    RESPONSE = "response"
+    CONVERSATION = "conversation"
+    CONVERSATION_ITEM = "conversation_item"
+    CONTAINER = "container"
+    CONTAINER_FILE = "container_file"
+    CHAT_COMPLETION = "chat_completion"
 
 
 # Path parameter name -> the kind of object it names.
@@ -50,6 +69,12 @@ PARAM_KINDS: Final = MappingProxyType(
         "batch_id": Kind.FILE_BATCH,
         "file_id": Kind.FILE,
         "upload_id": Kind.UPLOAD,
+        "response_id": Kind.RESPONSE,
+        "conversation_id": Kind.CONVERSATION,
+        "item_id": Kind.CONVERSATION_ITEM,
+        "container_id": Kind.CONTAINER,
+        "container_file_id": Kind.CONTAINER_FILE,
+        "completion_id": Kind.CHAT_COMPLETION,
     }
 )
 
@@ -89,6 +114,11 @@ _G, _P, _R, _D = RequestClass.GET, RequestClass.POST, RequestClass.RUN_CREATE, R
 _T = "/v1/threads/{thread_id}"
 _RUN = _T + "/runs/{run_id}"
 _VS = "/v1/vector_stores/{vector_store_id}"
+_RC, _CC, _RS = RequestClass.RESPONSE_CREATE, RequestClass.CHAT_COMPLETION, RequestClass.RESPONSES
+_RESP = "/v1/responses/{response_id}"
+_CONV = "/v1/conversations/{conversation_id}"
+_CONT = "/v1/containers/{container_id}"
+_CHAT = "/v1/chat/completions/{completion_id}"
 _BATCH = _VS + "/file_batches/{batch_id}"
 
 ROUTES: Final[tuple[Route, ...]] = (
@@ -148,9 +178,46 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("POST", "/v1/uploads/{upload_id}/parts", "uploads.parts.create", _P),
     Route("POST", "/v1/uploads/{upload_id}/complete", "uploads.complete", _P, creates=Kind.FILE),
     Route("POST", "/v1/uploads/{upload_id}/cancel", "uploads.cancel", _P),
+    # The Responses era: its own classes, never the Assistants API's limits.
+    Route("POST", "/v1/responses", "responses.create", _RC, Kind.RESPONSE, streams=True),
+    Route("POST", "/v1/responses/compact", "responses.compact", _RC),
+    Route("POST", "/v1/responses/input_tokens", "responses.input_tokens", _RS),
+    Route("GET", _RESP, "responses.retrieve", _RS, streams=True),
+    Route("DELETE", _RESP, "responses.delete", _RS),
+    Route("POST", _RESP + "/cancel", "responses.cancel", _RS),
+    Route("GET", _RESP + "/input_items", "responses.input_items", _RS),
+    Route("POST", "/v1/conversations", "conversations.create", _RS, Kind.CONVERSATION),
+    Route("GET", _CONV, "conversations.retrieve", _RS),
+    Route("POST", _CONV, "conversations.update", _RS),
+    Route("DELETE", _CONV, "conversations.delete", _RS),
+    Route("POST", _CONV + "/items", "conversations.items.create", _RS),
+    Route("GET", _CONV + "/items", "conversations.items.list", _RS),
+    Route("GET", _CONV + "/items/{item_id}", "conversations.items.retrieve", _RS),
+    Route("DELETE", _CONV + "/items/{item_id}", "conversations.items.delete", _RS),
+    Route("GET", "/v1/containers", "containers.list", _RS),
+    Route("POST", "/v1/containers", "containers.create", _RS, Kind.CONTAINER),
+    Route("GET", _CONT, "containers.retrieve", _RS),
+    Route("DELETE", _CONT, "containers.delete", _RS),
+    Route("POST", _CONT + "/files", "containers.files.create", _RS, Kind.CONTAINER_FILE),
+    Route("GET", _CONT + "/files", "containers.files.list", _RS),
+    Route("GET", _CONT + "/files/{container_file_id}", "containers.files.retrieve", _RS),
+    Route("DELETE", _CONT + "/files/{container_file_id}", "containers.files.delete", _RS),
+    Route("GET", _CONT + "/files/{container_file_id}/content", "containers.files.content", _RS),
+    Route(
+        "POST",
+        "/v1/chat/completions",
+        "chat.completions.create",
+        _CC,
+        Kind.CHAT_COMPLETION,
+        streams=True,
+    ),
+    Route("GET", "/v1/chat/completions", "chat.completions.list", _RS),
+    Route("GET", _CHAT, "chat.completions.retrieve", _RS),
+    Route("POST", _CHAT, "chat.completions.update", _RS),
+    Route("DELETE", _CHAT, "chat.completions.delete", _RS),
+    Route("GET", _CHAT + "/messages", "chat.completions.messages.list", _RS),
 )
 
-_CLASS_BY_METHOD: Final = MappingProxyType({"GET": _G, "HEAD": _G, "OPTIONS": _G, "DELETE": _D})
 # HEAD and OPTIONS read what GET reads: the same route, so ownership and quotas apply alike.
 _LOOKUP_METHOD: Final = MappingProxyType({"HEAD": "GET", "OPTIONS": "GET"})
 _NO_PARAMS: Final[MappingProxyType[str, str]] = MappingProxyType({})
@@ -183,7 +250,7 @@ def _match(route: Route, segments: list[str]) -> dict[str, str] | None:
 
 
 def classify(method: str, path: str) -> Operation:
-    """Name the operation of a request. Unknown paths get a class by method.
+    """Name the operation of a request. Unknown paths get the class ``UNKNOWN``.
 
     ``HEAD`` and ``OPTIONS`` are whatever ``GET`` on the same path is.
     """
@@ -200,4 +267,4 @@ def classify(method: str, path: str) -> Operation:
                 creates=route.creates,
                 streams=route.streams,
             )
-    return Operation(UNKNOWN, _CLASS_BY_METHOD.get(method, _P), _NO_PARAMS)
+    return Operation(UNKNOWN, RequestClass.UNKNOWN, _NO_PARAMS)

@@ -21,7 +21,10 @@ from urllib.parse import parse_qsl, urlencode
 from tollhouse.forward import Forwarder, Headers, UpstreamResponse
 
 # The operations whose lists hold every tenant's objects.
-SHARED_LISTS: Final = frozenset({"assistants.list", "files.list", "vector_stores.list"})
+SHARED_LISTS: Final = frozenset(
+    {"assistants.list", "files.list", "vector_stores.list", "containers.list"}
+    | {"chat.completions.list"}
+)
 UPSTREAM_PAGE: Final = 100  # the largest page the reference allows
 DEFAULT_LIMIT: Final = 20
 MAX_PAGES: Final = 10

@@ -38,6 +38,11 @@ _CREATED: Final[dict[str, tuple[Kind, str | None, str | None]]] = {
     "vector_store.files_batch": (Kind.FILE_BATCH, "vector_store_id", None),
     "file": (Kind.FILE, None, "bytes"),
     "upload": (Kind.UPLOAD, None, "bytes"),
+    "response": (Kind.RESPONSE, None, None),
+    "conversation": (Kind.CONVERSATION, None, None),
+    "container": (Kind.CONTAINER, None, None),
+    "chat.completion": (Kind.CHAT_COMPLETION, None, None),
+    "chat.completion.chunk": (Kind.CHAT_COMPLETION, None, None),
 }
 
 
@@ -126,8 +131,10 @@ def observe_json(
 
 
 def observe_event(event: SSEEvent) -> list[Observation]:
-    """What one event of an Assistants stream says was used or created."""
+    """What one event of a stream says was used or created."""
     name = event.event
+    if name == "response.created" or (name == "message" and event.data.startswith("{")):
+        return _successor_event(event)
     # Deltas and message events are most of a stream and carry nothing metered: skip parsing.
     if name != "thread.created" and (
         not name.startswith("thread.run.") or name == "thread.run.step.delta"
@@ -144,6 +151,23 @@ def observe_event(event: SSEEvent) -> list[Observation]:
         if name == "thread.run.created" and kind == "thread.run":
             seen.append(_created(document))
         return seen
+    except _Malformed:
+        return []
+
+
+def _successor_event(event: SSEEvent) -> list[Observation]:
+    """A Responses stream names its response first; each chunk of a chat stream, its completion."""
+    document = _load(event.data)
+    if document is None:
+        return []
+    if event.event == "response.created":
+        document = document.get("response")
+    elif document.get("object") != "chat.completion.chunk":
+        return []
+    if not isinstance(document, dict) or str(document.get("object")) not in _CREATED:
+        return []
+    try:
+        return [_created(document)]
     except _Malformed:
         return []
 
@@ -274,7 +298,8 @@ def _object(
         id=_field(doc, "id", str),
         kind=kind,
         parent_id=None if parent is None else _field(doc, parent, str),
-        created_at=_field(doc, "created_at", int),
+        # Chat completions name their time `created`.
+        created_at=_field(doc, "created_at" if "created_at" in doc else "created", int),
         keep=isinstance(metadata, dict) and metadata.get(KEEP_MARKER) == "true",
         last_active_at=_optional(doc, "last_active_at", int) if active else None,
         usage_bytes=None if size is None else _field(doc, size, int),

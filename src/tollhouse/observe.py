@@ -51,6 +51,7 @@ class Observer:
         self._rest: list[Observation] = []
         self._stream: StreamMeter | None = None
         self._owner_writes: list[asyncio.Task[None]] = []
+        self._created: set[str] = set()  # a chat stream names its completion in every chunk
         # Set by the proxy when the answer is under a parent the tenant owns (or is a
         # create of its own): objects it holds and the request did not name become its.
         self.sighting = False
@@ -60,7 +61,9 @@ class Observer:
         created = []
         for observation in observations:
             if isinstance(observation, ObjectSeen) and self._operation.creates is not None:
-                created.append(observation)
+                if observation.id not in self._created:
+                    self._created.add(observation.id)
+                    created.append(observation)
             else:
                 self._rest.append(observation)
             if isinstance(observation, RunSeen):

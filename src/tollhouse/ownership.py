@@ -40,6 +40,10 @@ RECORDED = frozenset(
         Kind.FILE,
         Kind.FILE_BATCH,
         Kind.UPLOAD,
+        Kind.RESPONSE,
+        Kind.CONVERSATION,
+        Kind.CONTAINER,
+        Kind.CHAT_COMPLETION,
     }
 )
 NOBODY = ""  # cached: the object has no recorded owner

@@ -54,11 +54,13 @@ log = logging.getLogger(__name__)
 WHOLE_BODY_LIMIT = 256 * 1024
 MAX_JSON_BODY = 8 * 1024 * 1024  # the most of a JSON request body read to check it
 RUN_POLL = "threads.runs.retrieve"
-WRITES = frozenset({RequestClass.POST, RequestClass.RUN_CREATE})
 
 
 # Writes whose reference body is multipart: they stream, unread (no field names an object).
-MULTIPART_OPERATIONS = frozenset({"files.create", "uploads.parts.create"})
+MULTIPART_OPERATIONS = frozenset(
+    {"files.create", "uploads.parts.create", "containers.files.create"}
+)
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # A path segment shaped like an object id (``thread_abc``, ``file-abc``).
 ID_SHAPE = re.compile(r"^[a-z]+[_-][A-Za-z0-9]{8,}$")
 
@@ -79,9 +81,9 @@ def header(headers: Headers, name: bytes) -> bytes | None:
     return next((v for k, v in headers if k.lower() == name), None)
 
 
-def inspects_body(operation: Operation, headers: Headers) -> bool:
+def inspects_body(method: str, operation: Operation, headers: Headers) -> bool:
     """Whether a request's body is read whole and checked for the objects it names."""
-    if operation.request_class not in WRITES or operation.name in MULTIPART_OPERATIONS:
+    if method not in BODY_METHODS or operation.name in MULTIPART_OPERATIONS:
         return False
     if operation.known:
         return True
@@ -257,7 +259,7 @@ class Proxy:
         await send_error(send, error)
 
     async def _body(
-        self, receive: Receive, tenant: str, operation: Operation, headers: Headers
+        self, receive: Receive, method: str, tenant: str, operation: Operation, headers: Headers
     ) -> tuple[bytes | AsyncIterator[bytes] | None, object]:
         """The request body, and its JSON document when it is one tollhouse must check.
 
@@ -265,7 +267,7 @@ class Proxy:
         field naming an object is checked; multipart uploads stream untouched.
         Raises ``Refused`` for a body that cannot be checked.
         """
-        if self._ownership.reaches_all(tenant) or not inspects_body(operation, headers):
+        if self._ownership.reaches_all(tenant) or not inspects_body(method, operation, headers):
             return await request_body(receive), None
         # An operation tollhouse does not know may take a body that is not JSON: it is
         # checked when it parses, and forwarded as it is when it does not.
@@ -297,7 +299,7 @@ class Proxy:
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         query = scope["query_string"].decode("latin-1")
         try:
-            body, document = await self._body(receive, tenant, operation, headers)
+            body, document = await self._body(receive, method, tenant, operation, headers)
             twins, owned_parent = await self._isolate(tenant, operation, raw_path, query, document)
         except ClientDisconnected:
             exchange.finish("rejected")

@@ -45,7 +45,7 @@ class _Plan:
 
     tenant_rule: RateLimit | None
     tenant_limit: Limit | None
-    org_rule: RateLimit
+    org_rule: RateLimit | None
     org_limit: Limit | None
     max_wait: float
     max_queue: int
@@ -152,13 +152,13 @@ class Quota:
         plan = self._plans.get(key)
         if plan is None:
             tenant_rule = policy.tenant_limit(tenant, request_class)
-            org_rule = policy.organization[request_class]
+            org_rule = policy.organization.get(request_class)
             shaping = policy.shaping.get(request_class)
             plan = _Plan(
                 tenant_rule=tenant_rule,
                 tenant_limit=tenant_rule.bucket() if tenant_rule else None,
                 org_rule=org_rule,
-                org_limit=org_rule.bucket(),
+                org_limit=org_rule.bucket() if org_rule else None,
                 max_wait=shaping.max_wait if shaping else 0.0,
                 max_queue=shaping.max_queue if shaping else 0,
                 enforce_tenant=not policy.in_shadow_mode(tenant),
@@ -209,7 +209,7 @@ class Quota:
         )
         org_view = (
             BucketView(plan.org_rule, plan.org_limit, taken.org)
-            if plan.org_limit and taken.org
+            if plan.org_rule and plan.org_limit and taken.org
             else None
         )
         refused_by = None

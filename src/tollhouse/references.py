@@ -21,7 +21,12 @@ REFERENCE_FIELDS: Final = {
     "file_id": Kind.FILE,
     "file_ids": Kind.FILE,
     "vector_store_ids": Kind.VECTOR_STORE,
+    "previous_response_id": Kind.RESPONSE,
+    "conversation": Kind.CONVERSATION,  # an id, or an object with one
+    "container": Kind.CONTAINER,  # a code_interpreter tool's container: an id, or `auto`
 }
+# Fields whose value may be an object naming the referenced one in its own `id`.
+_BY_ID: Final = frozenset({"conversation"})
 
 
 class Pairs(list[tuple[str, object]]):
@@ -53,6 +58,12 @@ def references(document: object) -> list[tuple[Kind, str]]:
                     pending.append(value)
                 elif isinstance(value, str):
                     found.append((kind, value))
+                elif isinstance(value, Pairs):  # (a Pairs is a list too: ask first)
+                    if key in _BY_ID:
+                        found.extend(
+                            (kind, v) for k, v in value if k == "id" and isinstance(v, str)
+                        )
+                    pending.append(value)
                 elif isinstance(value, list):
                     found.extend((kind, item) for item in value if isinstance(item, str))
                     pending.extend(item for item in value if not isinstance(item, str))
@@ -73,7 +84,13 @@ def replaced(document: object, replacements: Mapping[str, str]) -> bytes:
 
 def _dump(node: object, replacements: Mapping[str, str], field: str | None) -> str:
     if isinstance(node, Pairs):
-        members = (json.dumps(key) + ":" + _dump(value, replacements, key) for key, value in node)
+        by_id = field in _BY_ID
+        members = (
+            json.dumps(key)
+            + ":"
+            + _dump(value, replacements, field if by_id and key == "id" else key)
+            for key, value in node
+        )
         return "{" + ",".join(members) + "}"
     if isinstance(node, list):
         return "[" + ",".join(_dump(item, replacements, field) for item in node) + "]"

@@ -28,6 +28,7 @@ _NAMED = {
     "file_id": Kind.FILE,
     "message_id": Kind.MESSAGE,
     "vector_store_ids": Kind.VECTOR_STORE,
+    "container_id": Kind.CONTAINER,  # a code_interpreter call's `auto` container
 }
 _OBJECTS = {"thread.message": Kind.MESSAGE, "thread.run": Kind.RUN, "thread": Kind.THREAD}
 # Named by the request that put them there (and checked then), not held by the answer:
@@ -48,6 +49,8 @@ SIGHTING_OPERATIONS: Final = frozenset(
         "threads.runs.submit_tool_outputs",
         "threads.runs.steps.list",
         "threads.runs.steps.retrieve",
+        "responses.create",
+        "responses.retrieve",
     }
 )
 # Stream events whose objects can hold such objects (deltas are skipped).
@@ -59,6 +62,8 @@ SIGHTING_EVENTS: Final = frozenset(
         "thread.message.completed",
         "thread.run.step.created",
         "thread.run.step.completed",
+        "response.output_item.done",
+        "response.completed",
     }
 )
 

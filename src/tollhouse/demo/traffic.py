@@ -94,7 +94,7 @@ async def curious_neighbour(base_url: str, say: Say, theirs: str) -> None:
             say("globex", f"read acme's assistant {theirs}: isolation failed")
         except openai.NotFoundError as exc:
             answer = exc.body.get("message") if isinstance(exc.body, dict) else exc.message
-            say("globex", f"asked for acme's assistant: {exc.status_code} \"{answer}\"")
+            say("globex", f'asked for acme\'s assistant: {exc.status_code} "{answer}"')
         listed = [a.name async for a in client.beta.assistants.list()]
         say("globex", f"listed assistants: sees only its own ({', '.join(map(str, listed))})")
 
