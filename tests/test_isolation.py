@@ -260,17 +260,17 @@ def send(proxy: RunningProxy, who: str, attempt: Attempt, swap: dict[str, str]) 
 CREATED = re.compile(r'"(id|created_at|completed_at)":("[A-Za-z0-9_-]+"|\d+)')
 
 
-def shown(response: httpx.Response, ids: dict[str, str]) -> tuple[int, str, dict[str, str]]:
+def shown(response: httpx.Response, ids: dict[str, str]) -> tuple[int, str, list[tuple[str, str]]]:
     """Status, body and headers with the aimed-at ids written as their placeholders."""
     text = response.text
     for object_id, placeholder in ids.items():
         text = text.replace(object_id, placeholder)
     text = CREATED.sub(r'"\1":"<new>"', text)
-    headers = {
-        k: v
-        for k, v in response.headers.items()
-        if k not in VOLATILE and not k.startswith(("x-ratelimit-", "x-tollhouse-ratelimit-"))
-    }
+    # every header, in order; values that differ between any two requests as '*'
+    headers = [
+        (k, "*" if k in VOLATILE or k.startswith(("x-ratelimit-", "x-tollhouse-ratelimit-")) else v)
+        for k, v in response.headers.multi_items()
+    ]
     return response.status_code, text, headers
 
 
@@ -524,3 +524,162 @@ def test_a_refusal_uses_the_upstreams_own_wording_and_time() -> None:
         assert len(app.state.seen) == 1
         assert theirs not in app.state.seen[0]
         assert len(app.state.seen[0]) == len(f"/v1/threads/{theirs}")
+
+
+def test_a_create_that_echoes_an_object_takes_nothing(
+    recorder: tuple[Recorder, ServerThread],
+) -> None:
+    upstream = recorder[1].url + "/v1"
+    direct = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
+    older = direct.beta.threads.create(messages=[{"role": "user", "content": "old secret"}])
+    direct.close()
+    with running_proxy(upstream, policy=POLICY) as proxy:
+        globex = tenant(proxy, "globex")
+        bait = {"x": {"object": "thread", "id": older.id}, "message_id": older.id}
+        globex.beta.assistants.create(
+            model="gpt-4o",
+            tools=[{"type": "function", "function": {"name": "f", "parameters": bait}}],
+            metadata={"file_id": older.id},
+        )
+        proxy.flush()
+        assert owners(proxy.tollhouse.engine, [older.id]) == {}
+        with pytest.raises(openai.NotFoundError):
+            globex.beta.threads.messages.list(older.id)
+
+
+def test_owners_are_recorded_from_compressed_answers() -> None:
+    from starlette.middleware.gzip import GZipMiddleware
+
+    app = GZipMiddleware(create_app(SimulatorConfig()), minimum_size=10)
+    with serve(app) as upstream, running_proxy(upstream.url + "/v1", policy=POLICY) as proxy:
+        acme = tenant(proxy, "acme")  # the openai client asks for gzip
+        made = acme.beta.assistants.create(model="gpt-4o", instructions="x" * 400)
+        assert owners(proxy.tollhouse.engine, [made.id]) == {made.id: "acme"}
+        assert acme.beta.assistants.retrieve(made.id).id == made.id
+        with pytest.raises(openai.NotFoundError):
+            tenant(proxy, "globex").beta.assistants.retrieve(made.id)
+
+
+def test_operations_tollhouse_does_not_know_never_carry_a_foreign_id(
+    isolated: RunningProxy, recorder: tuple[Recorder, ServerThread]
+) -> None:
+    world = build_world(isolated)
+    before = len(recorder[0].seen)
+    headers = {HEADER: "globex", "Content-Type": "application/json"}
+    httpx.post(
+        isolated.url + "/v1/batches",
+        json={"input_file_id": world.file, "endpoint": "/v1/responses"},
+        headers=headers,
+    )
+    httpx.post(isolated.url + "/v1/fine_tuning/jobs", json={"training_file": world.file},
+               headers=headers)  # fmt: skip
+    encoded = "%61" + world.assistant[1:]  # 'a' as %61
+    httpx.get(f"{isolated.url}/v1/assistants/{encoded}/files", headers=headers)
+    httpx.get(f"{isolated.url}/v1/threads/{world.own_thread}/messages?run_id={world.run}",
+              headers=headers)  # fmt: skip
+    httpx.get(f"{isolated.url}/v1/threads/{world.own_thread}/messages?after=+{world.message}",
+              headers=headers)  # fmt: skip
+    sent = recorder[0].seen[before:]
+    assert len(sent) == 5
+    for secret in (world.file, world.assistant, world.run, world.message):
+        assert not [line for line in sent if secret.encode() in line]
+        assert not [line for line in sent if secret[1:].encode() in line]
+
+
+def test_head_on_a_shared_list_tells_only_the_callers_length(isolated: RunningProxy) -> None:
+    build_world(isolated)
+    headers = {HEADER: "globex", "Authorization": "Bearer sk-test", "OpenAI-Beta": "assistants=v2"}
+    url = isolated.url + "/v1/assistants?limit=100"
+    got = httpx.get(url, headers=headers)
+    head = httpx.head(url, headers=headers)
+    assert head.status_code == 200
+    assert head.headers["content-length"] == str(len(got.content))
+    assert head.content == b""
+    assert [a["id"] for a in got.json()["data"]] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("limit=3&limit=4", "invalid_value"),
+        ("limit=0", "integer_below_min_value"),
+        ("limit=101", "integer_above_max_value"),
+        ("limit=many", "invalid_type"),
+        ("after={mine}&before={mine}", "invalid_value"),
+    ],
+)
+def test_shared_lists_judge_their_paging(isolated: RunningProxy, query: str, code: str) -> None:
+    mine = tenant(isolated, "globex").beta.assistants.create(model="gpt-4o").id
+    url = f"{isolated.url}/v1/assistants?{query.format(mine=mine)}"
+    response = httpx.get(url, headers={HEADER: "globex"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+
+
+def test_a_repeated_tenant_header_is_refused(isolated: RunningProxy) -> None:
+    response = httpx.get(
+        isolated.url + "/v1/assistants", headers=[(HEADER, "acme"), (HEADER, "globex")]
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "ambiguous_tenant"
+
+
+def test_a_deep_body_naming_a_foreign_id_is_a_clear_error(isolated: RunningProxy) -> None:
+    theirs = tenant(isolated, "acme").beta.assistants.create(model="gpt-4o").id
+    body = '{"assistant_id": "' + theirs + '", "x": ' + "[" * 600 + "]" * 600 + "}"
+    response = httpx.post(
+        isolated.url + "/v1/threads/runs",
+        content=body.encode(),
+        headers={HEADER: "globex", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_twinned_stream_still_streams_and_its_creations_are_owned(
+    isolated: RunningProxy,
+) -> None:
+    acme, globex = tenant(isolated, "acme"), tenant(isolated, "globex")
+    secret = acme.files.create(file=("s.txt", io.BytesIO(b"acme")), purpose="assistants").id
+    assistant = globex.beta.assistants.create(model="gpt-4o").id
+    with globex.beta.threads.create_and_run_stream(
+        assistant_id=assistant,
+        thread={"messages": [{"role": "user", "content": "hi",
+                              "attachments": [{"file_id": secret, "tools": []}]}]},
+    ) as stream:  # fmt: skip
+        stream.until_done()
+        run = stream.get_final_run()
+    assert run.status == "completed"
+    isolated.flush()
+    assert owners(isolated.tollhouse.engine, [run.thread_id]) == {run.thread_id: "globex"}
+    assert globex.beta.threads.retrieve(run.thread_id).id == run.thread_id
+
+
+def test_an_admin_takes_no_unowned_object_by_naming_it(
+    recorder: tuple[Recorder, ServerThread],
+) -> None:
+    upstream = recorder[1].url + "/v1"
+    direct = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
+    store = direct.vector_stores.create(name="from before tollhouse")
+    direct.close()
+    with running_proxy(upstream, policy=POLICY) as proxy:
+        ops = tenant(proxy, "ops")
+        ops.beta.threads.create(tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+        proxy.flush()
+        assert owners(proxy.tollhouse.engine, [store.id]) == {}
+
+
+def test_a_sparse_tenant_finds_its_object_far_past_the_bound(
+    recorder: tuple[Recorder, ServerThread],
+) -> None:
+    upstream = recorder[1].url + "/v1"
+    direct = openai.OpenAI(base_url=upstream, api_key="sk-test", max_retries=0)
+    made = [direct.beta.assistants.create(model="gpt-4o").id for _ in range(450)]
+    direct.close()
+    with running_proxy(upstream, policy=POLICY, list_scan_pages=1) as proxy:
+        started(proxy)
+        own(proxy.tollhouse.engine, "acme", [(made[17], Kind.ASSISTANT, 1)])
+        own(proxy.tollhouse.engine, "globex", [(i, Kind.ASSISTANT, 1) for i in made[18:]])
+        page = tenant(proxy, "acme").beta.assistants.list(limit=5)
+        assert [a.id for a in page.data] == [made[17]]
+        assert page.has_more is False

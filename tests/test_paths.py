@@ -18,7 +18,6 @@ TABLE: list[tuple[bytes, str | None]] = [
     (b"/v1/files/a..b", None),
     (b"/v1/files/...", None),
     (b"/v1/files/%2e%2e%2e", None),
-    (b"/v1/vector_stores/vs%20abc", None),
     (b"/v1/files/%252e%252e", None),  # decoded once it is '%2e%2e', not '..'
     (b"/v1/files/caf\xc3\xa9", None),
     (b"/", None),
@@ -45,6 +44,11 @@ TABLE: list[tuple[bytes, str | None]] = [
     (b"/v1/files/file-abc%0d%0aX-Injected:%201", "segment 3 contains a control character"),
     (b"/v1/files/file\x01abc", "segment 3 contains a control character"),
     (b"/v1/files/file-abc%7F", "segment 3 contains a control character"),
+    # matrix parameters and blanks, which some servers cut or trim
+    (b"/v1/threads/thread_a/messages/msg_b;x", "segment 5 contains a semicolon or a blank"),
+    (b"/v1/threads/thread_a%3Bx", "segment 3 contains a semicolon or a blank"),
+    (b"/v1/vector_stores/vs%20abc", "segment 3 contains a semicolon or a blank"),
+    (b"/v1/files/%09file-abc", "segment 3 contains a control character"),
     # malformed percent escapes
     (b"/v1/files/file-abc%", "segment 3 contains a '%' that is not followed by two hex digits"),
     (b"/v1/files/file%zzabc", "segment 3 contains a '%' that is not followed by two hex digits"),

@@ -8,7 +8,8 @@ import zlib
 
 import pytest
 
-from tollhouse.twins import Twins, accepted_encodings, cursor_ids, twin
+from tollhouse.codings import accepted as accepted_encodings
+from tollhouse.twins import StreamRestorer, Twins, query_ids, twin
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,7 @@ def test_paths_queries_and_bodies_map_both_ways() -> None:
     assert twins.path("/v1/threads/thread_secret00000%31/runs") == f"/v1/threads/{made}/runs"
     assert twins.path("/v1/threads/thread_mine/runs") == "/v1/threads/thread_mine/runs"
     query = twins.query("limit=5&after=thread_secret000001&order=asc&x=thread_secret000001")
-    assert query == f"limit=5&after={made}&order=asc&x=thread_secret000001"
+    assert query == f"limit=5&after={made}&order=asc&x={made}"
     answer = f'{{"message": "No thread found with id \'{made}\'."}}'.encode()
     assert (
         twins.restore(answer) == b'{"message": "No thread found with id \'thread_secret000001\'."}'
@@ -53,17 +54,37 @@ def test_paths_queries_and_bodies_map_both_ways() -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "expected"),
+    ("query", "cursors", "others"),
     [
-        ("", []),
-        ("after=a&before=b", ["a", "b"]),
-        ("limit=2&after=", []),
-        ("after=x%5Fy", ["x_y"]),
-        ("after=a&after=b", ["a", "b"]),
+        ("", [], []),
+        ("after=a&before=b", ["a", "b"], []),
+        ("limit=2&after=", [], []),
+        ("after=x%5Fy", ["x_y"], []),
+        ("after=a&after=b", ["a", "b"], []),
+        ("after=+msg_abcdefgh12", ["msg_abcdefgh12"], []),
+        ("run_id=run_abcdefgh12&order=asc", [], ["run_abcdefgh12"]),
+        ("purpose=assistants", [], []),
     ],
 )
-def test_cursor_ids(query: str, expected: list[str]) -> None:
-    assert cursor_ids(query) == expected
+def test_query_ids(query: str, cursors: list[str], others: list[str]) -> None:
+    assert query_ids(query) == (cursors, others)
+
+
+def test_query_values_are_replaced_whatever_their_name_and_blanks() -> None:
+    twins = Twins(["run_abcdefgh12"])
+    made = twins.of["run_abcdefgh12"]
+    assert twins.query("run_id=+run_abcdefgh12&x=1") == f"run_id={made}&x=1"
+
+
+@pytest.mark.parametrize("cut", range(1, 40))
+def test_a_stream_cut_anywhere_is_restored_whole(cut: int) -> None:
+    twins = Twins(["file-abcdefgh1234"])
+    made = twins.of["file-abcdefgh1234"]
+    stream = f'data: {{"file_id": "{made}", "again": "{made}"}}\n\n'.encode()
+    restorer = StreamRestorer(twins)
+    pieces = [stream[i : i + cut] for i in range(0, len(stream), cut)]
+    out = b"".join(restorer.feed(piece) for piece in pieces) + restorer.end()
+    assert out == stream.replace(made.encode(), b"file-abcdefgh1234")
 
 
 @pytest.mark.parametrize(

@@ -28,10 +28,20 @@ SHARED_LISTS: Final = frozenset(
 UPSTREAM_PAGE: Final = 100  # the largest page the reference allows
 DEFAULT_LIMIT: Final = 20
 MAX_PAGES: Final = 10
+SPARSE: Final = 10  # how much further a walk that found nothing of the caller's may go
 _FRAMING: Final = frozenset({b"content-length", b"content-encoding", b"transfer-encoding"})
 
 Visible = Callable[[list[str]], Awaitable[set[str]]]
 MayFetch = Callable[[], Awaitable[bool]]
+
+
+class BadPaging(ValueError):
+    """Paging parameters no page can be made of; the message is OpenAI's wording."""
+
+    def __init__(self, message: str, param: str, code: str) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,30 +50,47 @@ class ListRequest:
     backwards: bool  # a `before` cursor: the page is the objects just before it
     cursor: str | None
     rest: list[tuple[str, str]]  # the other query parameters, passed on as they are
-    # Paging the upstream must judge (a bad or repeated limit or cursor): its one
-    # page is fetched with this query as it is, and only filtered.
-    as_sent: str | None = None
 
     @classmethod
     def parse(cls, query: str) -> ListRequest:
+        """The paging a list request asks for; raises ``BadPaging``.
+
+        Paging is judged here, not upstream: the upstream sees other pages than the
+        caller asked for, and a page it made of a bad limit would be the whole
+        organisation's.
+        """
         params = parse_qsl(query, keep_blank_values=True)
         names = [name for name, _ in params]
+        for name in ("limit", "after", "before", "order"):
+            if names.count(name) > 1:
+                raise BadPaging(f"Invalid '{name}': given more than once.", name, "invalid_value")
         values = dict(params)
-        limit = values.get("limit", str(DEFAULT_LIMIT))
-        if (
-            any(names.count(name) > 1 for name in ("limit", "after", "before"))
-            or not limit.isdigit()
-            or not 1 <= int(limit) <= UPSTREAM_PAGE
-            or (values.get("after") and values.get("before"))
-        ):
-            return cls(UPSTREAM_PAGE, False, None, [], as_sent=query)
-        before = values.get("before") or None
+        limit = values.get("limit", str(DEFAULT_LIMIT)).strip()
+        if not limit.lstrip("-").isdigit():
+            message = "Invalid type for 'limit': expected an integer, but got a string instead."
+            raise BadPaging(message, "limit", "invalid_type")
+        if int(limit) < 1:
+            raise BadPaging(
+                "Invalid 'limit': integer below minimum value. Expected a value >= 1, "
+                f"but got {int(limit)} instead.",
+                "limit",
+                "integer_below_min_value",
+            )
+        if int(limit) > UPSTREAM_PAGE:
+            raise BadPaging(
+                f"Invalid 'limit': integer above maximum value. Expected a value <= "
+                f"{UPSTREAM_PAGE}, but got {int(limit)} instead.",
+                "limit",
+                "integer_above_max_value",
+            )
+        after, before = values.get("after", "").strip(), values.get("before", "").strip()
+        if after and before:
+            message = "Invalid paging: give 'after' or 'before', not both."
+            raise BadPaging(message, "before", "invalid_value")
         rest = [(k, v) for k, v in params if k not in ("limit", "after", "before")]
-        return cls(int(limit), before is not None, before or values.get("after") or None, rest)
+        return cls(int(limit), bool(before), before or after or None, rest)
 
     def upstream_query(self, cursor: str | None) -> str:
-        if self.as_sent is not None:
-            return self.as_sent
         params = [*self.rest, ("limit", str(UPSTREAM_PAGE))]
         if cursor is not None:
             params.append(("before" if self.backwards else "after", cursor))
@@ -113,7 +140,9 @@ async def filtered_list(
     template: dict[str, Any] | None = None
     answer_headers: Headers = []
     cursor, pages, more = request.cursor, 0, True
-    while more and len(kept) <= request.limit and pages < max_pages:
+    # Past the bound a walk stops once it has something; with nothing yet it goes on
+    # further, so an answer is an empty page only at the end of the list.
+    while more and len(kept) <= request.limit and pages < max_pages * (1 if kept else SPARSE):
         if pages and not await may_fetch():
             break
         response = await forwarder.send(
@@ -138,8 +167,6 @@ async def filtered_list(
         mine = [item for item in data if item["id"] in own]
         kept = mine + kept if request.backwards else kept + mine
         more = page.get("has_more") is True and bool(data)
-        if request.as_sent is not None:
-            break
         cursor = data[0]["id"] if request.backwards else data[-1]["id"] if data else cursor
     assert template is not None
     shown = kept[-request.limit :] if request.backwards else kept[: request.limit]
@@ -150,7 +177,7 @@ async def filtered_list(
         "last_id": shown[-1]["id"] if shown else None,
         "has_more": len(kept) > request.limit or more,
     }
-    body = json.dumps(document).encode()
+    body = json.dumps(document, separators=(",", ":")).encode()
     kept_headers = [(k, v) for k, v in answer_headers if k.lower() not in _FRAMING]
     kept_headers.append((b"content-length", str(len(body)).encode()))
     return FilteredPage(200, kept_headers, body, pages)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 
 from opentelemetry.trace import Span
 
 from tollhouse.classify import Operation
+from tollhouse.codings import Undecodable, decode
 from tollhouse.meter import (
+    MAX_JSON_BODY,
     ObjectSeen,
     Observation,
     RunSeen,
@@ -26,6 +29,8 @@ from tollhouse.ownership import Ownership
 from tollhouse.sightings import SIGHTING_EVENTS, SIGHTING_OPERATIONS, sightings
 from tollhouse.tracing import Tracing
 from tollhouse.writer import LedgerWriter
+
+log = logging.getLogger(__name__)
 
 
 def observes(operation: Operation, status: int) -> bool:
@@ -56,6 +61,17 @@ class Observer:
         # create of its own): objects it holds and the request did not name become its.
         self.sighting = False
         self.named: frozenset[str] = frozenset()
+        # How the answer is sent: a JSON body relayed in chunks is gathered (bounded)
+        # and read at its end; a compressed one is decoded first.
+        self._events = True
+        self._coding = b""
+        self._gathered: list[bytes] | None = None
+        self._gathered_size = 0
+
+    def form(self, content_type: str, coding: bytes) -> None:
+        """The answer's media type and content coding, before its body is observed."""
+        self._events = content_type == "text/event-stream"
+        self._coding = coding
 
     def _split(self, observations: list[Observation]) -> list[ObjectSeen]:
         created = []
@@ -72,12 +88,21 @@ class Observer:
 
     def _sight(self, document: object) -> None:
         created = self._operation.creates is not None
-        seen = [s for s in sightings(document, created) if s.id not in self.named]
+
+        def owned(thread_id: str) -> bool:
+            return self._ownership.known_owner(thread_id) == self._tenant
+
+        seen = [s for s in sightings(document, owned, created) if s.id not in self.named]
         if seen:
             self._ownership.sighted(self._tenant, seen)
 
     async def whole_body(self, content: bytes, status: int) -> None:
         """Before a complete JSON body is sent: the owners of what it created are written."""
+        try:
+            content = decode(content, self._coding)
+        except Undecodable as exc:
+            log.warning("cannot read a %s answer to observe it: %s", self._operation.name, exc)
+            return
         created = self._split(observe_json(self._operation, status, content))
         if created:
             await self._ownership.record(self._tenant, created)
@@ -87,23 +112,39 @@ class Observer:
 
     def chunk(self, chunk: bytes) -> None:
         """A streamed chunk: owners are enforced at once; their write is awaited in ``end``."""
+        if not self._events or self._coding:
+            self._gather(chunk)
+            return
         if self._stream is None:
             self._stream = StreamMeter()
-        observations: list[Observation] = []
-        for event in self._stream.feed_events(chunk):
-            observations += observe_event(event)
-            if self.sighting and event.event in SIGHTING_EVENTS:
-                with contextlib.suppress(ValueError, RecursionError):  # malformed: names nothing
-                    self._sight(json.loads(event.data))
-        created = self._split(observations)
+        events = self._stream.feed_events(chunk)
+        created = self._split([seen for event in events for seen in observe_event(event)])
         if created:
             self._ownership.claim(self._tenant, created)
             self._owner_writes.append(
                 asyncio.ensure_future(self._ownership.record(self._tenant, created))
             )
+        if self.sighting:  # after the claims: a new thread's messages are the tenant's
+            for event in events:
+                if event.event in SIGHTING_EVENTS:
+                    with contextlib.suppress(ValueError, RecursionError):  # malformed: nothing
+                        self._sight(json.loads(event.data))
 
-    async def end(self) -> None:
+    def _gather(self, chunk: bytes) -> None:
+        if self._gathered is None:
+            self._gathered = []
+        self._gathered_size += len(chunk)
+        if self._gathered_size <= MAX_JSON_BODY:
+            self._gathered.append(chunk)
+
+    async def end(self, status: int = 200) -> None:
         """Before the last bytes of a stream go out: every owner is written."""
+        if self._gathered is not None:
+            if self._gathered_size > MAX_JSON_BODY:
+                log.warning("a %s answer too large to observe", self._operation.name)
+            else:
+                await self.whole_body(b"".join(self._gathered), status)
+            self._gathered = None
         if self._owner_writes:
             await asyncio.gather(*self._owner_writes)
 

@@ -163,18 +163,19 @@ class Ownership:
     async def owns(self, tenant: str, object_id: str) -> bool:
         return (await self.owners([object_id]))[object_id] == tenant
 
+    def known_owner(self, object_id: str) -> str | None:
+        """The owner this process knows of, without asking the ledger."""
+        return self._cached(object_id)
+
     def sighted(self, tenant: str, seen: list[Sighting]) -> None:
         """Objects seen under ``tenant``'s own parent: those with no owner become its own.
 
-        Ids this process knows nothing of are claimed at once, so the tenant can use
-        them in its very next request; the ledger is then asked, off the request path,
-        and an owner recorded elsewhere wins over the claim.
+        The ledger is asked first, off the request path; only an object it has no
+        owner for is claimed. If the ledger cannot answer, nothing is claimed.
         """
         fresh = [s for s in seen if s.kind in RECORDED and not self._cached(s.id)]
         if not fresh:
             return
-        for sighting in fresh:
-            self._remember(sighting.id, tenant)
         check = asyncio.ensure_future(self._confirm(tenant, fresh))
         self._checks.add(check)
         check.add_done_callback(self._checks.discard)
@@ -183,15 +184,18 @@ class Ownership:
         try:
             found = await asyncio.to_thread(ledger.owners, self._engine, [s.id for s in fresh])
         except SQLAlchemyError as exc:
-            log.warning("owner lookup for %d sighted objects failed: %s", len(fresh), exc)
-            found = {}
+            log.warning(
+                "owner lookup for %d sighted objects failed; none claimed: %s", len(fresh), exc
+            )
+            return
         now = int(time.time())
         claimed = []
         for sighting in fresh:
             owner = found.get(sighting.id)
-            if owner is not None and owner != tenant:
+            if owner is not None:
                 self._remember(sighting.id, owner)
-            elif owner is None:
+            else:
+                self._remember(sighting.id, tenant)
                 at = sighting.created_at if sighting.created_at is not None else now
                 claimed.append(
                     ObjectSeen(

@@ -10,13 +10,15 @@ from tollhouse.errors import ErrorResponse
 
 # Anything that could make a path problem; a path without any of these is fine, and
 # nearly every request is decided by this one search.
-_SUSPECT: Final = re.compile(rb"[\x00-\x1f\x7f\\%]|//|/\.|/$")
+_SUSPECT: Final = re.compile(rb"[\x00-\x1f\x7f\\%;]|//|/\.|/$")
+# Matrix parameters and blanks: some servers cut a segment at them, or trim it.
+_CUT: Final = re.compile(rb"[;\s]")
 _BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _CONTROL: Final = re.compile(rb"[\x00-\x1f\x7f]")
 _SHOWN_CHARS: Final = 200
 _RULE: Final = (
     "empty segments, '.' or '..' segments, encoded slashes or backslashes, "
-    "control characters and malformed percent escapes are not allowed"
+    "semicolons, blanks, control characters and malformed percent escapes are not allowed"
 )
 
 
@@ -60,6 +62,8 @@ def _reason(raw_path: bytes) -> str | None:
             return f"{where} contains an encoded slash or backslash"
         if _CONTROL.search(decoded) is not None:
             return f"{where} contains a control character"
+        if _CUT.search(decoded) is not None:
+            return f"{where} contains a semicolon or a blank"
     return None
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import unquote
 
 from opentelemetry.trace import Span
 
@@ -28,6 +28,7 @@ from tollhouse.asgi import (
     whole_body,
 )
 from tollhouse.classify import Operation, RequestClass, classify
+from tollhouse.codings import Undecodable, accepted
 from tollhouse.errors import (
     ErrorResponse,
     body_too_large,
@@ -35,8 +36,15 @@ from tollhouse.errors import (
     not_found,
     unparseable_body,
 )
-from tollhouse.forward import Forwarder, Headers, UpstreamError, UpstreamResponse, forwarded_headers
-from tollhouse.lists import MAX_PAGES, SHARED_LISTS, ListRequest, filtered_list
+from tollhouse.forward import (
+    Forwarder,
+    Headers,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamResponse,
+    forwarded_headers,
+)
+from tollhouse.lists import MAX_PAGES, SHARED_LISTS, BadPaging, ListRequest, filtered_list
 from tollhouse.metrics import Metrics
 from tollhouse.observe import Observer, observes
 from tollhouse.ownership import LedgerUnavailable, Ownership, path_ids
@@ -44,7 +52,7 @@ from tollhouse.paths import path_problem
 from tollhouse.quota import Decision, Quota
 from tollhouse.tenants import OTHER, Identity, IdentityRefused, Tenants
 from tollhouse.tracing import Tracing
-from tollhouse.twins import Twins, accepted_encodings, cursor_ids
+from tollhouse.twins import StreamRestorer, Twins, query_ids
 from tollhouse.writer import LedgerWriter
 
 log = logging.getLogger(__name__)
@@ -61,8 +69,6 @@ MULTIPART_OPERATIONS = frozenset(
     {"files.create", "uploads.parts.create", "containers.files.create"}
 )
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-# A path segment shaped like an object id (``thread_abc``, ``file-abc``).
-ID_SHAPE = re.compile(r"^[a-z]+[_-][A-Za-z0-9]{8,}$")
 
 
 class Refused(Exception):
@@ -93,9 +99,29 @@ def inspects_body(method: str, operation: Operation, headers: Headers) -> bool:
 
 def narrowed(headers: Headers) -> Headers:
     """Headers for a twinned request: an answer tollhouse can decode to map twins back."""
-    return [
-        (k, accepted_encodings(v) if k.lower() == b"accept-encoding" else v) for k, v in headers
-    ]
+    return [(k, accepted(v) if k.lower() == b"accept-encoding" else v) for k, v in headers]
+
+
+class _RestoredResponse:
+    """An upstream stream read through a ``StreamRestorer``: twins mapped back as it flows."""
+
+    def __init__(self, response: UpstreamResponse, restorer: StreamRestorer) -> None:
+        self._response = response
+        self._restorer = restorer
+        self.status = response.status
+        self.headers = response.headers
+        self.content_length = None  # mapped back as it flows: relayed chunk by chunk
+        self.content_type = response.content_type
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.chunks():
+            if out := self._restorer.feed(chunk):
+                yield out
+        if rest := self._restorer.end():
+            yield rest
+
+    def close(self) -> None:
+        self._response.close()
 
 
 class _Exchange:
@@ -298,9 +324,14 @@ class Proxy:
         operation, tenant = exchange.operation, exchange.identity.tenant
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         query = scope["query_string"].decode("latin-1")
+        isolated = not self._ownership.reaches_all(tenant)
         try:
             body, document = await self._body(receive, method, tenant, operation, headers)
             twins, owned_parent = await self._isolate(tenant, operation, raw_path, query, document)
+            if twins:
+                raw_path, query = twins.path(raw_path), twins.query(query)
+                if document is not None:
+                    body = references.replaced(document, twins.of, anywhere=not operation.known)
         except ClientDisconnected:
             exchange.finish("rejected")
             return
@@ -308,15 +339,19 @@ class Proxy:
             exchange.finish("rejected")
             await send_error(send, exc.response())
             return
+        except references.UnreadableBody:
+            exchange.finish("rejected")
+            await send_error(send, unparseable_body())
+            return
+        if isolated:
+            # Every answer an isolated tenant gets comes in a coding tollhouse can undo,
+            # refused (twinned) or not, so the two cannot be told apart by their coding.
+            headers = narrowed(headers)
         if twins:
             self._metrics.isolation_denials.labels(exchange.identity.label, operation.name).inc()
             log.info("%s %s named objects %s cannot reach", method, operation.name, tenant)
-            raw_path, query = twins.path(raw_path), twins.query(query)
-            if document is not None:
-                body = references.replaced(document, twins.of)
-            headers = narrowed(headers)
             exchange.touches = False
-        elif owned_parent:
+        elif owned_parent and isolated:  # an admin's sightings would take others' objects
             exchange.observer.sighting = True
             exchange.observer.named = frozenset(
                 [*operation.params.values(), *(i for _, i in references.references(document))]
@@ -325,8 +360,8 @@ class Proxy:
             headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
         exchange.upstream_started = self._clock()
         try:
-            if not twins and method == "GET" and self._filters(tenant, operation):
-                await self._filtered_list(receive, send, exchange, raw_path, query, headers)
+            if not twins and self._filters(tenant, operation):
+                await self._filtered_list(receive, send, exchange, method, raw_path, query, headers)
                 return
             response = await self._forwarder.send(method, raw_path, query, headers, body)
         except UpstreamError as exc:
@@ -340,7 +375,7 @@ class Proxy:
         response.headers.extend(exchange.decision.headers())
         try:
             if twins:
-                await self._relay_restored(response, send, exchange, twins)
+                await self._relay_restored(response, receive, send, exchange, twins)
             else:
                 await self._relay(response, receive, send, exchange)
         finally:
@@ -353,14 +388,18 @@ class Proxy:
         if operation.known:
             strict, loose = path_ids(operation)
         else:  # an operation tollhouse does not know: no id in it may be another tenant's
-            strict, loose = [], [s for s in raw_path.split("/") if ID_SHAPE.match(s)]
-        cursors = cursor_ids(query)
+            segments = (unquote(s) for s in raw_path.split("/"))
+            strict, loose = [], [s for s in segments if references.ID_SHAPE.match(s)]
+        cursors, others = query_ids(query)
         if operation.name in SHARED_LISTS:
             strict += cursors
         else:
             loose += cursors
+        loose += others  # filters such as ?run_id=: never another tenant's
         if document is not None:
             strict += [object_id for _, object_id in references.references(document)]
+            if not operation.known:
+                loose += references.id_strings(document)
         twins = Twins(await self._ownership.foreign(tenant, strict, loose))
         parent = next(iter(operation.params.values()), None)
         if twins:
@@ -379,6 +418,7 @@ class Proxy:
         receive: Receive,
         send: Send,
         exchange: _Exchange,
+        method: str,
         raw_path: str,
         query: str,
         headers: Headers,
@@ -393,10 +433,17 @@ class Proxy:
             decision = await self._quota.admit(tenant, RequestClass.GET)
             return decision.allowed
 
+        try:
+            request = ListRequest.parse(query)
+        except BadPaging as exc:
+            exchange.finish("rejected")
+            error = ErrorResponse(400, str(exc), "invalid_request_error", exc.code, exc.param)
+            await send_error(send, error)
+            return
         pages = await filtered_list(
             self._forwarder,
             raw_path,
-            ListRequest.parse(query),
+            request,
             headers,
             visible,
             may_fetch,
@@ -416,33 +463,53 @@ class Proxy:
         exchange.finish("forwarded")
         headers_out = [*pages.headers, *exchange.decision.headers()]
         await send({"type": "http.response.start", "status": pages.status, "headers": headers_out})
-        await send({"type": "http.response.body", "body": pages.body})
+        # HEAD (and OPTIONS) learn the filtered page's length, never the organisation's.
+        content = pages.body if method == "GET" else b""
+        await send({"type": "http.response.body", "body": content})
 
     async def _relay_restored(
-        self, response: UpstreamResponse, send: Send, exchange: _Exchange, twins: Twins
+        self,
+        response: UpstreamResponse,
+        receive: Receive,
+        send: Send,
+        exchange: _Exchange,
+        twins: Twins,
     ) -> None:
         """The answer to a request whose foreign ids were twinned, with the twins mapped back."""
         exchange.status = response.status
+        coding = header(response.headers, b"content-encoding") or b""
+        if response.content_type == "text/event-stream" and not coding.strip():
+            # A stream (a twinned create that still runs) is relayed as it comes.
+            restorer = StreamRestorer(twins)
+            restored = _RestoredResponse(response, restorer)
+            await self._relay(restored, receive, send, exchange)  # type: ignore[arg-type]
+            return
         try:
-            content = await response.read()
+            content = twins.restore(await response.read(), coding)
         except UpstreamError as exc:
             exchange.finish("upstream_error")
             await send_error(send, exc.response())
             return
-        encoding = header(response.headers, b"content-encoding") or b""
-        content = twins.restore(content, encoding)
+        except Undecodable as exc:
+            log.warning("cannot map twins back in a %s answer: %s", coding, exc)
+            exchange.finish("upstream_error")
+            await send_error(send, UpstreamProtocolError(self._forwarder.name, str(exc)).response())
+            return
+        exchange.observer.form(response.content_type, coding)
         if observes(exchange.operation, response.status):
             await exchange.observer.whole_body(content, response.status)
+        # The same headers in the same order as any answer, only the length is the new one.
+        length = str(len(content)).encode()
         headers_out = [
-            (k, v)
+            (k, length if k.lower() == b"content-length" else v)
             for k, v in response.headers
-            if k.lower() not in (b"content-length", b"transfer-encoding")
+            if k.lower() != b"transfer-encoding"
         ]
-        headers_out.append((b"content-length", str(len(content)).encode()))
+        if header(headers_out, b"content-length") is None:
+            headers_out.append((b"content-length", length))
         exchange.finish("forwarded")
-        await send(
-            {"type": "http.response.start", "status": response.status, "headers": headers_out}
-        )
+        start = {"type": "http.response.start", "status": response.status, "headers": headers_out}
+        await send(start)
         await send({"type": "http.response.body", "body": content})
 
     async def _relay(
@@ -455,6 +522,9 @@ class Proxy:
         }
         exchange.status = response.status
         observing = observes(exchange.operation, response.status)
+        if observing:
+            coding = header(response.headers, b"content-encoding") or b""
+            exchange.observer.form(response.content_type, coding)
         length = response.content_length
         if length is not None and length <= WHOLE_BODY_LIMIT:
             try:

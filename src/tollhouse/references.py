@@ -9,6 +9,7 @@ count past which ids go unchecked.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Final
 
@@ -25,6 +26,8 @@ REFERENCE_FIELDS: Final = {
     "conversation": Kind.CONVERSATION,  # an id, or an object with one
     "container": Kind.CONTAINER,  # a code_interpreter tool's container: an id, or `auto`
 }
+# A value shaped like an object id (``thread_abc…``, ``file-abc…``, ``chatcmpl-abc…``).
+ID_SHAPE: Final = re.compile(r"^[a-z]+[_-][A-Za-z0-9_-]{8,}$")
 # Fields whose value may be an object naming the referenced one in its own `id`.
 _BY_ID: Final = frozenset({"conversation"})
 
@@ -74,26 +77,48 @@ def references(document: object) -> list[tuple[Kind, str]]:
     return found
 
 
-def replaced(document: object, replacements: Mapping[str, str]) -> bytes:
-    """The document serialised again, each id in a reference field replaced."""
+def id_strings(document: object) -> list[str]:
+    """Every string in the document shaped like an object id, wherever it is."""
+    found: list[str] = []
+    pending: list[object] = [document]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Pairs):
+            pending.extend(value for _, value in node)
+        elif isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, str) and ID_SHAPE.match(node.strip()):
+            found.append(node.strip())
+    return found
+
+
+def replaced(document: object, replacements: Mapping[str, str], anywhere: bool = False) -> bytes:
+    """The document serialised again, each id in a reference field replaced.
+
+    ``anywhere``: every string equal to a replaced id is replaced, in any field
+    (for operations whose fields tollhouse does not know).
+    """
     try:
-        return _dump(document, replacements, None).encode()
+        return _dump(document, replacements, "*" if anywhere else None).encode()
     except RecursionError:
         raise UnreadableBody("nested too deeply") from None
 
 
 def _dump(node: object, replacements: Mapping[str, str], field: str | None) -> str:
+    anywhere = field == "*"
     if isinstance(node, Pairs):
         by_id = field in _BY_ID
         members = (
             json.dumps(key)
             + ":"
-            + _dump(value, replacements, field if by_id and key == "id" else key)
+            + _dump(
+                value, replacements, "*" if anywhere else field if by_id and key == "id" else key
+            )
             for key, value in node
         )
         return "{" + ",".join(members) + "}"
     if isinstance(node, list):
         return "[" + ",".join(_dump(item, replacements, field) for item in node) + "]"
-    if isinstance(node, str) and field in REFERENCE_FIELDS:
-        return json.dumps(replacements.get(node, node))
+    if isinstance(node, str) and (anywhere or field in REFERENCE_FIELDS):
+        return json.dumps(replacements.get(node.strip(), node))
     return json.dumps(node)

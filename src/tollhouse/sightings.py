@@ -1,13 +1,17 @@
 """Objects first seen in an answer under a parent the caller owns, so they are the caller's.
 
-An assistant's reply message in a non-streamed run, the run steps' messages, files
-Code Interpreter wrote, a vector store made by a thread's ``vector_stores`` helper:
-none of these was created by a request of the caller's, yet each is visible to it
-only through its own thread or run. Pure: a document in, sightings out.
+An assistant's reply message in a non-streamed run, the message a run step names,
+files Code Interpreter wrote, a vector store made by a thread's ``vector_stores``
+helper, a container a response's ``auto`` code interpreter made: none of these was
+created by a request of the caller's, yet each reaches it only through its own
+thread, run or response. They are read from their places in the reference's
+objects only — never from anywhere a request could have written them itself
+(a function's ``parameters``, metadata, a response format's schema). Pure.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,23 +26,10 @@ class Sighting:
     created_at: int | None
 
 
-# Fields, anywhere in an answer under the caller's parent, that name an object it
-# came to hold without naming it: tool output files, a step's message, helper stores.
-_NAMED = {
-    "file_id": Kind.FILE,
-    "message_id": Kind.MESSAGE,
-    "vector_store_ids": Kind.VECTOR_STORE,
-    "container_id": Kind.CONTAINER,  # a code_interpreter call's `auto` container
-}
-_OBJECTS = {"thread.message": Kind.MESSAGE, "thread.run": Kind.RUN, "thread": Kind.THREAD}
-# Named by the request that put them there (and checked then), not held by the answer:
-# a message's attachments; a thread's or assistant's stores, except in its create.
-_NAMED_BY_CALLER = frozenset({"attachments", "tool_resources"})
 # The answers that can hold objects the caller did not name.
 SIGHTING_OPERATIONS: Final = frozenset(
     {
         "assistants.create",
-        "assistants.update",
         "threads.create",
         "threads.create_and_run",
         "threads.messages.list",
@@ -56,8 +47,6 @@ SIGHTING_OPERATIONS: Final = frozenset(
 # Stream events whose objects can hold such objects (deltas are skipped).
 SIGHTING_EVENTS: Final = frozenset(
     {
-        "thread.created",
-        "thread.run.created",
         "thread.message.created",
         "thread.message.completed",
         "thread.run.step.created",
@@ -66,45 +55,104 @@ SIGHTING_EVENTS: Final = frozenset(
         "response.completed",
     }
 )
+Owned = Callable[[str], bool]
 
 
-def sightings(document: Any, created: bool = False) -> list[Sighting]:
-    """Every object an answer (an object, a list page, one event's data) holds.
+def _objects(document: Any) -> Iterator[dict[str, Any]]:
+    """The objects of an answer: itself, a list page's items, a response event's object."""
+    if not isinstance(document, dict):
+        return
+    if document.get("object") == "list" and isinstance(document.get("data"), list):
+        yield from (item for item in document["data"] if isinstance(item, dict))
+        return
+    for key in ("response", "item"):  # response.completed / response.output_item.done
+        if isinstance(document.get(key), dict) and "type" in document:
+            yield document[key]
+            return
+    yield document
 
-    ``created``: the answer to a create, whose stores made by a ``vector_stores``
-    helper are new (the ids its request named are left out by the caller).
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _message(doc: dict[str, Any], owned: Owned) -> Iterator[Sighting]:
+    thread = _str(doc.get("thread_id"))
+    object_id = _str(doc.get("id"))
+    if thread is None or object_id is None or not owned(thread):
+        return
+    created = doc.get("created_at")
+    yield Sighting(object_id, Kind.MESSAGE, thread, created if isinstance(created, int) else None)
+    if doc.get("role") != "assistant":
+        return  # a user's message holds only what its request named (and was checked)
+    for part in _dicts(doc.get("content")):
+        image = part.get("image_file")
+        if isinstance(image, dict) and (file_id := _str(image.get("file_id"))):
+            yield Sighting(file_id, Kind.FILE, None, None)
+        text = part.get("text")
+        for note in _dicts(text.get("annotations") if isinstance(text, dict) else None):
+            path = note.get("file_path")
+            if isinstance(path, dict) and (file_id := _str(path.get("file_id"))):
+                yield Sighting(file_id, Kind.FILE, None, None)
+
+
+def _step(doc: dict[str, Any], owned: Owned) -> Iterator[Sighting]:
+    thread = _str(doc.get("thread_id"))
+    if thread is None or not owned(thread):
+        return
+    details = doc.get("step_details")
+    if not isinstance(details, dict):
+        return
+    creation = details.get("message_creation")
+    if isinstance(creation, dict) and (message := _str(creation.get("message_id"))):
+        yield Sighting(message, Kind.MESSAGE, thread, None)
+    for call in _dicts(details.get("tool_calls")):
+        interpreter = call.get("code_interpreter")
+        outputs = interpreter.get("outputs") if isinstance(interpreter, dict) else None
+        for output in _dicts(outputs):
+            image = output.get("image")
+            if isinstance(image, dict) and (file_id := _str(image.get("file_id"))):
+                yield Sighting(file_id, Kind.FILE, None, None)
+
+
+def _stores(doc: dict[str, Any]) -> Iterator[Sighting]:
+    """A created thread's or assistant's stores (those its request named are left out later)."""
+    resources = doc.get("tool_resources")
+    search = resources.get("file_search") if isinstance(resources, dict) else None
+    ids = search.get("vector_store_ids") if isinstance(search, dict) else None
+    for store in ids if isinstance(ids, list) else []:
+        if isinstance(store, str):
+            yield Sighting(store, Kind.VECTOR_STORE, None, None)
+
+
+def _containers(doc: dict[str, Any]) -> Iterator[Sighting]:
+    items = [doc] if doc.get("type") == "code_interpreter_call" else _dicts(doc.get("output"))
+    for item in items:
+        if item.get("type") == "code_interpreter_call" and (
+            container := _str(item.get("container_id"))
+        ):
+            yield Sighting(container, Kind.CONTAINER, None, None)
+
+
+def sightings(document: Any, owned: Owned, created: bool = False) -> list[Sighting]:
+    """The objects an answer (an object, a list page, one event's data) holds for its caller.
+
+    ``owned(id)``: whether the caller owns a thread (messages and steps count only
+    in the caller's own threads). ``created``: the answer to the caller's create.
     """
     found: list[Sighting] = []
-    pending: list[Any] = [document]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, list):
-            pending.extend(node)
-            continue
-        if not isinstance(node, dict):
-            continue
-        kind = _OBJECTS.get(node.get("object"))  # type: ignore[arg-type]
-        object_id = node.get("id")
-        if kind is not None and isinstance(object_id, str):
-            parent = node.get("thread_id")
-            created_at = node.get("created_at")
-            found.append(
-                Sighting(
-                    object_id,
-                    kind,
-                    parent if isinstance(parent, str) else None,
-                    created_at if isinstance(created_at, int) else None,
-                )
-            )
-        for key, value in node.items():
-            named = _NAMED.get(key)
-            if key in _NAMED_BY_CALLER and not (created and key == "tool_resources"):
-                continue
-            if named is None:
-                if isinstance(value, dict | list):
-                    pending.append(value)
-            elif isinstance(value, str):
-                found.append(Sighting(value, named, None, None))
-            elif isinstance(value, list):
-                found.extend(Sighting(v, named, None, None) for v in value if isinstance(v, str))
+    for doc in _objects(document):
+        kind = doc.get("object")
+        if kind == "thread.message":
+            found += _message(doc, owned)
+        elif kind == "thread.run.step":
+            found += _step(doc, owned)
+        elif kind in ("thread", "assistant") and created:
+            found += _stores(doc)
+        elif kind == "response" or doc.get("type") == "code_interpreter_call":
+            found += _containers(doc)
     return found

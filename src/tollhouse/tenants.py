@@ -92,6 +92,22 @@ class UnknownTenant(IdentityRefused):
         )
 
 
+class RepeatedTenantHeader(IdentityRefused):
+    """The tenant header sent more than once."""
+
+    def __init__(self, header: str) -> None:
+        super().__init__(f"{header} sent more than once")
+        self.header = header
+
+    def response(self) -> ErrorResponse:
+        return ErrorResponse(
+            status=400,
+            message=f"The {self.header} header was sent more than once; send it once.",
+            type="invalid_request_error",
+            code="ambiguous_tenant",
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class _Rewrite:
     """The request headers identification removes, and the ones it adds in their place."""
@@ -203,15 +219,19 @@ class Tenants:
         return tenant
 
     def _tenant_from_header(self, headers: Headers) -> str:
-        for name, value in headers:
-            if name.lower() == self._header:
-                tenant = value.decode("latin-1").strip()
-                if not tenant:
-                    return self._default
-                if tenant in self._known or (self._unlisted and _usable(tenant)):
-                    return tenant
-                raise UnknownTenant(self._header_name, tenant, self._unlisted)
-        return self._default
+        values = [value for name, value in headers if name.lower() == self._header]
+        if not values:
+            return self._default
+        if len(values) > 1:
+            # A gateway that appends its header instead of replacing it would let the
+            # client choose: which one counts is ambiguous, so neither does.
+            raise RepeatedTenantHeader(self._header_name)
+        tenant = values[0].decode("latin-1").strip()
+        if not tenant:
+            return self._default
+        if tenant in self._known or (self._unlisted and _usable(tenant)):
+            return tenant
+        raise UnknownTenant(self._header_name, tenant, self._unlisted)
 
 
 def _usable(tenant: str) -> bool:

@@ -9,17 +9,16 @@ tenant's id never reaches the upstream on the caller's behalf.
 
 from __future__ import annotations
 
-import gzip
 import secrets
 import string
-import zlib
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, quote, unquote
 
+from tollhouse.codings import decode, encode
+from tollhouse.references import ID_SHAPE
+
 _ALPHABET = string.ascii_letters + string.digits
 _LOWER = string.ascii_lowercase + string.digits
-# Encodings a twinned answer can be decoded from, to map its twins back.
-DECODABLE = (b"gzip", b"deflate", b"identity")
 CURSORS = frozenset({"after", "before"})
 
 
@@ -56,50 +55,60 @@ class Twins:
         return "/".join(self.of.get(unquote(s), s) for s in raw_path.split("/"))
 
     def query(self, query: str) -> str:
-        """The query with foreign ids in ``after`` / ``before`` replaced; the rest unchanged."""
+        """The query with every value naming a foreign id replaced; the rest unchanged.
+
+        A value is compared without surrounding blanks, which an upstream may trim.
+        """
         if not query:
             return query
         parts = []
         for part in query.split("&"):
-            name, _, value = part.partition("=")
-            original = unquote(value.replace("+", " "))
-            if unquote(name) in CURSORS and original in self.of:
+            name, equals, value = part.partition("=")
+            original = unquote(value.replace("+", " ")).strip()
+            if equals and original in self.of:
                 part = f"{name}={quote(self.of[original], safe='')}"
             parts.append(part)
         return "&".join(parts)
 
-    def restore(self, body: bytes, encoding: bytes = b"") -> bytes:
+    def restore(self, body: bytes, coding: bytes = b"") -> bytes:
         """An answer's body with each twin mapped back to the id the caller sent."""
-        encoding = encoding.strip().lower()
-        if encoding == b"gzip":
-            return gzip.compress(self._restore(gzip.decompress(body)))
-        if encoding == b"deflate":
-            return zlib.compress(self._restore(_inflate(body)))
-        return self._restore(body)
+        return encode(self.restore_plain(decode(body, coding)), coding)
 
-    def _restore(self, body: bytes) -> bytes:
+    def restore_plain(self, body: bytes) -> bytes:
         for original, made in self.of.items():
             body = body.replace(made.encode(), original.encode())
         return body
 
-
-def _inflate(body: bytes) -> bytes:
-    try:
-        return zlib.decompress(body)
-    except zlib.error:  # raw deflate, as some servers send it
-        return zlib.decompress(body, -zlib.MAX_WBITS)
+    def longest(self) -> int:
+        return max((len(made) for made in self.of.values()), default=0)
 
 
-def cursor_ids(query: str) -> list[str]:
-    """The ids a list request names as its ``after`` / ``before`` cursors."""
-    return [v for k, v in parse_qsl(query, keep_blank_values=True) if k in CURSORS and v]
+class StreamRestorer:
+    """Maps twins back in a stream cut anywhere: holds back what could start a twin."""
+
+    def __init__(self, twins: Twins) -> None:
+        self._twins = twins
+        self._keep = max(twins.longest() - 1, 0)
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._twins.restore_plain(self._held + chunk)
+        cut = max(len(data) - self._keep, 0)
+        self._held = data[cut:]
+        return data[:cut]
+
+    def end(self) -> bytes:
+        held, self._held = self._held, b""
+        return self._twins.restore_plain(held)
 
 
-def accepted_encodings(value: bytes) -> bytes:
-    """An ``accept-encoding`` value narrowed to encodings ``Twins.restore`` can decode."""
-    kept = [
-        part.strip()
-        for part in value.split(b",")
-        if part.split(b";")[0].strip().lower() in DECODABLE
-    ]
-    return b", ".join(kept) or b"identity"
+def query_ids(query: str) -> tuple[list[str], list[str]]:
+    """The ids a query names: its ``after`` / ``before`` cursors, and any other id-shaped value."""
+    cursors, others = [], []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        value = value.strip()
+        if name.strip() in CURSORS and value:
+            cursors.append(value)
+        elif ID_SHAPE.match(value):
+            others.append(value)
+    return cursors, others
