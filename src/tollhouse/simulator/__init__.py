@@ -1,4 +1,4 @@
-"""A local server behaving like the OpenAI Assistants API: upstream for demos, tests, benchmarks."""
+"""A local server behaving like the OpenAI API: upstream for demos, tests and benchmarks."""
 
 from tollhouse.simulator.app import create_app
 from tollhouse.simulator.config import SimulatorConfig

@@ -18,7 +18,11 @@ from tollhouse.simulator.errors import SimulatorError, handle_simulator_error, h
 from tollhouse.simulator.gate import Gate
 from tollhouse.simulator.routes import (
     assistants,
+    chat,
+    containers,
+    conversations,
     files,
+    responses,
     runs,
     threads,
     uploads,
@@ -38,6 +42,10 @@ def routes() -> list[BaseRoute]:
         *vector_stores.routes(),
         *files.routes(),
         *uploads.routes(),
+        *responses.routes(),
+        *conversations.routes(),
+        *containers.routes(),
+        *chat.routes(),
     ]
 
 

@@ -17,8 +17,10 @@ class SimulatorConfig:
 
     Run timings: a run stays ``queued`` for ``queued_seconds`` and ``in_progress`` for
     ``in_progress_seconds`` (per leg; a leg is resumed by submit_tool_outputs). A cancelled run
-    stays ``cancelling`` for ``cancelling_seconds``. A file attached to a vector store stays
-    ``in_progress`` for ``file_processing_seconds``.
+    stays ``cancelling`` for ``cancelling_seconds``. A background response is ``queued`` and
+    then ``in_progress`` for the same times as a run's leg; a streamed one streams for
+    ``in_progress_seconds``. A file attached to a vector store stays ``in_progress`` for
+    ``file_processing_seconds``.
     """
 
     queued_seconds: float = 0.05

@@ -1,4 +1,4 @@
-"""Server-sent events for runs: encoding, pacing by the run's schedule, and the test gate."""
+"""Server-sent events for runs, responses and chat completions: encoding, pacing, the test gate."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from starlette.responses import StreamingResponse
 
 from tollhouse.simulator.lifecycle import LEG_ENDS, Run
+from tollhouse.simulator.responses import ResponseRun
 from tollhouse.simulator.state import Simulator
 from tollhouse.simulator.timeline import Event
 
@@ -72,3 +73,52 @@ async def _wait_for(gate: threading.Event) -> None:
     """Waits in a worker thread, in short turns so a closed stream can be cancelled."""
     while not await asyncio.to_thread(gate.wait, GATE_POLL):
         continue
+
+
+def response_stream(sim: Simulator, run: ResponseRun, after: int | None) -> StreamingResponse:
+    """Streams a response's events after sequence number ``after`` (all when None), following
+    its schedule until it ends."""
+    sim.counters["streams"] += 1
+    return StreamingResponse(
+        _response_events(sim, run, 0 if after is None else after + 1),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache"},
+    )
+
+
+async def _response_events(sim: Simulator, run: ResponseRun, position: int) -> AsyncIterator[bytes]:
+    gate = sim.config.stream_gate
+    first = True
+    while True:
+        run.advance(sim.now())
+        while position < len(run.events):
+            event = run.events[position]
+            position += 1
+            yield encode(str(event["type"]), event)
+            if first and gate is not None:
+                await _wait_for(gate)
+            first = False
+        if run.finished:
+            return
+        due = run.timeline.next_due()
+        wait = MAX_IDLE_WAIT if due is None else due - sim.now()
+        await asyncio.sleep(min(max(wait, 0.0), MAX_IDLE_WAIT))
+
+
+def chat_stream(sim: Simulator, chunks: list[dict[str, Any]]) -> StreamingResponse:
+    """Streams chat.completion.chunk objects as data-only events, then ``[DONE]``."""
+    sim.counters["streams"] += 1
+    return StreamingResponse(
+        _chat_events(sim, chunks),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache"},
+    )
+
+
+async def _chat_events(sim: Simulator, chunks: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+    gate = sim.config.stream_gate
+    for number, chunk in enumerate(chunks):
+        yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+        if number == 0 and gate is not None:
+            await _wait_for(gate)
+    yield b"data: [DONE]\n\n"

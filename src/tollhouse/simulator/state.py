@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,11 +10,16 @@ from typing import Any
 
 from starlette.requests import Request
 
+from tollhouse.simulator.completions import StoredCompletion
 from tollhouse.simulator.config import SimulatorConfig
+from tollhouse.simulator.containers import DATA_DIR, Container, ContainerFile
+from tollhouse.simulator.conversations import Conversation
 from tollhouse.simulator.errors import SimulatorError, no_such_file, not_found
 from tollhouse.simulator.files import FileRecord
+from tollhouse.simulator.inputs import Item
 from tollhouse.simulator.lifecycle import Run
 from tollhouse.simulator.ratelimit import RateLimiter
+from tollhouse.simulator.responses import ResponseRun
 from tollhouse.simulator.search import Document, Hit, search
 from tollhouse.simulator.store import Table, new_id
 from tollhouse.simulator.uploads import UploadRecord
@@ -46,6 +52,12 @@ class Simulator:
         self.files: Table[FileRecord] = Table()
         self.uploads: Table[UploadRecord] = Table()
         self.vector_stores: Table[VectorStore] = Table()
+        self.responses: Table[ResponseRun] = Table()
+        self.items: dict[str, Item] = {}  # every Responses-era item by id, for item_reference
+        self.conversations: Table[Conversation] = Table()
+        self.containers: Table[Container] = Table()
+        self.chat_completions: Table[StoredCompletion] = Table()
+        self.prompt_prefixes: set[str] = set()  # chat prompts seen, for cached tokens
         self.storage_dir: Path | None = config.storage_dir
 
     def now(self) -> float:
@@ -103,6 +115,32 @@ class Simulator:
         found = self.vector_stores.get(vector_store_id)
         if found is None:
             raise not_found("vector store", vector_store_id)
+        return found
+
+    def response(self, response_id: str) -> ResponseRun:
+        """A stored response, brought up to the current clock."""
+        found = self.responses.get(response_id)
+        if found is None:
+            raise not_found("response", response_id)
+        found.advance(self.now())
+        return found
+
+    def conversation(self, conversation_id: str) -> Conversation:
+        found = self.conversations.get(conversation_id)
+        if found is None:
+            raise not_found("conversation", conversation_id)
+        return found
+
+    def container(self, container_id: str) -> Container:
+        found = self.containers.get(container_id)
+        if found is None:
+            raise not_found("container", container_id)
+        return found
+
+    def chat_completion(self, completion_id: str) -> StoredCompletion:
+        found = self.chat_completions.get(completion_id)
+        if found is None:
+            raise not_found("chat completion", completion_id)
         return found
 
     # -- behaviour shared by several endpoints -------------------------------------------
@@ -203,6 +241,66 @@ class Simulator:
             score_threshold=score_threshold,
             filters=filters,
         )
+
+    def create_container(
+        self,
+        now: float,
+        *,
+        name: str,
+        memory_limit: str,
+        idle_minutes: int,
+        network_policy: dict[str, Any] | None = None,
+        file_ids: list[str] | None = None,
+    ) -> Container:
+        records = [self.file(file_id, now) for file_id in file_ids or []]
+        container = Container(
+            id=new_id("cntr_"),
+            name=name,
+            created_at=int(now),
+            last_active_at=int(now),
+            idle_minutes=idle_minutes,
+            memory_limit=memory_limit,
+            network_policy=network_policy,
+        )
+        self.containers.insert(container.id, container.created_at, container)
+        for record in records:
+            file_id = new_id("cfile_")
+            shutil.copyfile(record.path, self.container_path(container, file_id))
+            self.add_container_file(container, file_id, record.bytes, record.filename, now)
+        return container
+
+    def container_path(self, container: Container, file_id: str) -> Path:
+        directory = self.storage() / "containers" / container.id
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / file_id
+
+    def add_container_file(
+        self,
+        container: Container,
+        file_id: str,
+        size: int,
+        filename: str,
+        now: float,
+        source: str = "user",
+    ) -> ContainerFile:
+        """Records a file whose bytes are already at ``container_path``."""
+        added = ContainerFile(
+            id=file_id,
+            container_id=container.id,
+            created_at=int(now),
+            bytes=size,
+            path=f"{DATA_DIR}/{filename}",
+            source=source,
+            disk=self.container_path(container, file_id),
+        )
+        container.touch(now)
+        return container.files.insert(file_id, int(now), added)
+
+    def remove_container(self, container: Container) -> None:
+        self.containers.remove(container.id)
+        directory = self.storage() / "containers" / container.id
+        if directory.exists():
+            shutil.rmtree(directory)
 
 
 def simulator_of(request: Request) -> Simulator:

@@ -30,7 +30,11 @@ class ListParams:
 
 
 def list_params(
-    query: Mapping[str, str], *, default_limit: int = 20, max_limit: int = 100
+    query: Mapping[str, str],
+    *,
+    default_limit: int = 20,
+    max_limit: int = 100,
+    default_order: str = "desc",
 ) -> ListParams:
     """Parses ``limit``/``order``/``after``/``before``, answering 400 like OpenAI when invalid."""
     raw_limit = query.get("limit")
@@ -58,7 +62,7 @@ def list_params(
                 param="limit",
                 code="integer_above_max_value",
             )
-    order = query.get("order", "desc")
+    order = query.get("order", default_order)
     if order not in ("asc", "desc"):
         raise bad_request(
             f"Invalid value for 'order': expected one of 'asc' or 'desc', got '{order}'.",

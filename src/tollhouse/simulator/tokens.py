@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 
 MESSAGE_OVERHEAD = 4
@@ -71,3 +72,38 @@ def chunks(text: str, count: int) -> list[str]:
     size = max(1, math.ceil(len(words) / count))
     pieces = [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
     return [piece if index == 0 else " " + piece for index, piece in enumerate(pieces)]
+
+
+# Reasoning tokens per token of the question, by effort; a floor keeps short questions visible.
+REASONING_PER_QUESTION_TOKEN = {
+    "none": 0,
+    "minimal": 1,
+    "low": 2,
+    "medium": 4,
+    "high": 8,
+    "xhigh": 12,
+    "max": 16,
+}
+REASONING_FLOOR = 8
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """o-series and gpt-5 family models think before answering; their chat variants do not."""
+    return bool(_REASONING_MODEL.match(model)) and "-chat" not in model
+
+
+def reasoning_tokens(model: str, effort: str | None, question: str) -> int:
+    if not is_reasoning_model(model):
+        return 0
+    per_token = REASONING_PER_QUESTION_TOKEN.get(effort or "medium", 4)
+    return per_token * max(REASONING_FLOOR, count_tokens(question))
+
+
+def truncate(text: str, max_tokens: int) -> str:
+    """The longest word prefix of ``text`` that count_tokens keeps within ``max_tokens``."""
+    words = text.split(" ")
+    keep = len(words)
+    while keep and count_tokens(" ".join(words[:keep])) > max_tokens:
+        keep -= 1
+    return " ".join(words[:keep])
