@@ -54,6 +54,7 @@ class RunningProxy:
 
     def flush(self) -> None:
         """Wait until the ledger writer has written everything handed to it so far."""
+        self.run(self.tollhouse.ownership.settled())
         self.run(self.tollhouse.writer.flush())
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:

@@ -180,6 +180,11 @@ class Ownership:
         self._checks.add(check)
         check.add_done_callback(self._checks.discard)
 
+    async def settled(self) -> None:
+        """Wait for the sightings being confirmed now (tests, and a clean shutdown)."""
+        while self._checks:
+            await asyncio.gather(*self._checks)
+
     async def _confirm(self, tenant: str, fresh: list[Sighting]) -> None:
         try:
             found = await asyncio.to_thread(ledger.owners, self._engine, [s.id for s in fresh])
