@@ -168,6 +168,7 @@ def test_upstream_down_is_a_502_with_an_openai_shaped_body(make_proxy: ProxyFact
         assert set(body) == {"message", "type", "param", "code"}
         assert body["code"] == "upstream_unavailable"
         assert "connection failed" in body["message"]
+        assert "127.0.0.1" not in body["message"]  # where the upstream is stays in the log
         outcome = proxy.sample(
             "tollhouse_requests_total",
             tenant="default",
@@ -192,6 +193,7 @@ def test_upstream_timeout_is_a_504(make_proxy: ProxyFactory) -> None:
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
     assert response.json()["error"]["type"] == "server_error"
+    assert "127.0.0.1" not in response.json()["error"]["message"]
 
 
 def test_paths_outside_v1_are_not_forwarded(make_proxy: ProxyFactory) -> None:

@@ -4,28 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tollhouse import lease
 from tollhouse.asgi import Message, Receive, Scope, Send
 from tollhouse.buckets import buckets_from_url
 from tollhouse.cleaner import Cleaner, CleanerSettings
-from tollhouse.collector import Collector, CollectorSettings
+from tollhouse.collector import JOBS, Collector, CollectorSettings, recovery_since
 from tollhouse.db import engine_from_url, migrate
-from tollhouse.forward import Forwarder, UpstreamSettings
+from tollhouse.forward import Forwarder, UpstreamError, UpstreamSettings
+from tollhouse.lease import JobLease, job_ttl
 from tollhouse.metrics import Metrics
 from tollhouse.ownership import Ownership
 from tollhouse.policy import Policy, PolicyError, load_policy
@@ -41,6 +46,8 @@ from tollhouse.writer import LedgerWriter
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_SECONDS = 60.0  # how often the running marker's time is moved to now
+
 
 class Tollhouse:
     """One tollhouse instance: the proxy application, its admin application and state."""
@@ -54,6 +61,7 @@ class Tollhouse:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._clock = clock
         if policy is None:
             policy = load_policy(settings.policy_file) if settings.policy_file else Policy()
         self._upstream_key = (
@@ -68,7 +76,11 @@ class Tollhouse:
         )
         self.quota = Quota(self.buckets, policy)
         self.pricing = load_pricing(settings.pricing_file)
-        self.engine = engine_from_url(settings.database_url)
+        self.engine = engine_from_url(
+            settings.database_url,
+            connect_timeout=settings.database_connect_timeout,
+            statement_timeout=settings.database_statement_timeout,
+        )
         self.writer = LedgerWriter(
             self.engine,
             self.metrics,
@@ -76,6 +88,7 @@ class Tollhouse:
             Spool(settings.spool_path),
             tenants.label,
             clock=clock,
+            owner_timeout=settings.owner_write_timeout,
         )
         self.ownership = Ownership(self.engine, self.writer, lambda: self.quota.policy)
         self.forwarder = Forwarder(
@@ -84,6 +97,11 @@ class Tollhouse:
                 connect_timeout=settings.connect_timeout,
                 read_timeout=settings.read_timeout,
                 max_connections=settings.max_connections,
+                max_header_bytes=settings.upstream_max_header_bytes,
+                proxy=settings.upstream_proxy,
+                ca_bundle=settings.upstream_ca_bundle,
+                client_cert=settings.upstream_client_cert,
+                client_key=settings.upstream_client_key,
             )
         )
         self.tracing = Tracing(exporter if exporter is not None else exporter_from_env(os.environ))
@@ -101,6 +119,11 @@ class Tollhouse:
         self.collector: Collector | None = None
         self.cleaner: Cleaner | None = None
         self.scheduler: AsyncIOScheduler | None = None
+        self.leases: dict[str, JobLease] = {}
+        self.marker = settings.running_marker or settings.spool_path.with_suffix(".running")
+        self._recovery: asyncio.Task[None] | None = None
+        self.recovery_pending = False
+        self._heartbeat: asyncio.Task[None] | None = None
         if self._upstream_key:
             self.cleaner = Cleaner(
                 self.engine,
@@ -119,6 +142,13 @@ class Tollhouse:
                 CollectorSettings(self._upstream_key, reconcile_after=settings.reconcile_after),
                 tenants.label,
             )
+            holder = lease.holder_id()
+            intervals = {"reconciler": settings.reconcile_seconds}
+            intervals["storage_sampler"] = settings.sample_seconds
+            self.leases = {
+                job: JobLease(self.engine, job, holder, job_ttl(intervals[job]), clock)
+                for job in JOBS
+            }
         self.ready = False
         self.admin = Starlette(
             routes=[
@@ -151,32 +181,112 @@ class Tollhouse:
 
     async def startup(self) -> None:
         await asyncio.to_thread(migrate, self.engine)
+        since = self._arm_marker()
         self.writer.start()
         await self.forwarder.open()
         if self.collector is not None:
             self.collector.started()
             self.scheduler = collector_scheduler(
-                self.collector, self.settings.reconcile_seconds, self.settings.sample_seconds
+                self.collector,
+                self.leases,
+                self.settings.reconcile_seconds,
+                self.settings.sample_seconds,
             )
             if self.cleaner is not None:
                 schedule_cleanup(self.scheduler, self.cleaner, self.quota.policy.cleanup)
             self.scheduler.start()
+            if since is not None:
+                self._recovery = asyncio.create_task(self._recover(self.collector, since))
         else:
+            self.metrics.reconciler_blocked.set(1)
             log.warning(
                 "TOLLHOUSE_UPSTREAM_API_KEY is not set: the reconciler, the storage "
                 "sampler and the cleanup are off (usage the proxy does not see is not "
-                "collected, stale objects are not deleted)"
+                "collected, usage lost in a crash is not recovered, stale objects are not "
+                "deleted)"
             )
+            if since is not None:
+                self.metrics.recovery_pending.set(1)
+                log.error(
+                    "the last stop was unclean and what it lost cannot be metered again without "
+                    "TOLLHOUSE_UPSTREAM_API_KEY; a start with the key set will do it"
+                )
+        self._heartbeat = asyncio.create_task(self._beat())
         self.ready = True
         log.info("tollhouse forwarding to %s", self.forwarder.name)
 
+    def _arm_marker(self) -> int | None:
+        """Write the running marker; where recovery starts if the last stop was unclean."""
+        found = read_marker(self.marker)
+        since = None
+        if found is not None:
+            alive_at, pending = found
+            since = recovery_since(self._clock(), alive_at, pending, self.settings.recover_lookback)
+            log.warning(
+                "%s is left from a process that did not stop cleanly (killed, crashed, or "
+                "lost its host): usage since %s is metered again from the upstream",
+                self.marker,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)),
+            )
+        write_marker(self.marker, since)
+        self.recovery_pending = since is not None
+        return since
+
+    async def _recover(self, collector: Collector, since: int) -> None:
+        """Meter again what an unclean stop may have lost; until done, the marker says so."""
+        self.metrics.recovery_pending.set(1)
+        while True:
+            try:
+                done = await collector.recover(since)
+            except (UpstreamError, SQLAlchemyError) as exc:
+                wait = self.settings.reconcile_seconds
+                log.warning("recovery after the unclean stop failed, again in %gs: %s", wait, exc)
+                await asyncio.sleep(wait)
+                continue
+            break
+        write_marker(self.marker, None)
+        self.recovery_pending = False
+        self.metrics.recovery_pending.set(0)
+        log.info(
+            "recovery after the unclean stop done: %d threads, %d runs, %d step lists",
+            done.threads,
+            done.runs,
+            done.steps,
+        )
+
+    async def _beat(self) -> None:
+        """Keep the marker's time near now, so recovery after a long outage still covers the
+        hour before the crash."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                os.utime(self.marker)
+            except OSError as exc:
+                log.warning("could not touch the running marker %s: %s", self.marker, exc)
+
     async def shutdown(self) -> None:
+        """Stop the jobs, flush the ledger writer, and remove the running marker."""
         self.ready = False
+        tasks = [t for t in (self._heartbeat, self._recovery) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        for job_lease in self.leases.values():
+            try:
+                await asyncio.to_thread(job_lease.release)
+            except SQLAlchemyError as exc:
+                log.warning(
+                    "could not hand over the %s lease (it will expire): %s", job_lease.name, exc
+                )
         await self.forwarder.close()
         await self.buckets.close()
         await self.writer.close()
+        # Everything handed to the writer is in the ledger or the spool now. A recovery
+        # still unfinished keeps the marker, so the next start takes it up again.
+        if not self.recovery_pending:
+            self.marker.unlink(missing_ok=True)
         self.engine.dispose()
         self.tracing.shutdown()
 
@@ -214,6 +324,32 @@ class Tollhouse:
         if self.ready:
             return JSONResponse({"status": "ready", "upstream": self.forwarder.name})
         return JSONResponse({"status": "starting"}, status_code=503)
+
+
+def read_marker(path: Path) -> tuple[float, int | None] | None:
+    """None if there is no running marker (the last stop was clean); else when its process
+    was last known alive, and where an unfinished recovery started."""
+    try:
+        alive_at = path.stat().st_mtime
+        content = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        pending = json.loads(content).get("recovering_since")
+    except (ValueError, AttributeError):  # torn by the crash: the file itself is what counts
+        pending = None
+    return alive_at, pending if isinstance(pending, int) else None
+
+
+def write_marker(path: Path, recovering_since: int | None) -> None:
+    """Replace the marker whole, and make it durable: a host that loses power must find it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".tmp")
+    with staging.open("w", encoding="utf-8") as marker:
+        json.dump({"pid": os.getpid(), "recovering_since": recovering_since}, marker)
+        marker.flush()
+        os.fsync(marker.fileno())
+    staging.replace(path)
 
 
 class StartupRefused(Exception):
@@ -276,14 +412,24 @@ async def serve(
 ) -> None:
     """Serve the proxy and the admin endpoints until SIGINT / SIGTERM or ``stop``.
 
+    SIGTERM (or SIGINT) drains: no new connections, in-flight requests and streams get
+    ``drain_seconds`` to finish, then the ledger writer is flushed and the running marker
+    removed, and this returns (the process exits 0). A second SIGINT stops at once.
     SIGHUP reloads the policy file.
     """
     settings = tollhouse.settings
     proxy_socket = proxy_socket or listen(settings.host, settings.port)
     admin_socket = admin_socket or listen(settings.admin_host, settings.admin_port)
-    main = uvicorn.Server(server_config(tollhouse, lifespan="on"))
+    # The proxy server owns no signals either: uvicorn's own handling re-raises SIGTERM
+    # after its shutdown, which would end the process with a signal instead of status 0.
+    main = QuietServer(
+        server_config(tollhouse, lifespan="on", timeout_graceful_shutdown=settings.drain_seconds)
+    )
     admin = QuietServer(server_config(tollhouse.admin, lifespan="off"))
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, tollhouse.reload_policy)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, tollhouse.reload_policy)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _drain, tollhouse, main, signum)
     log.info("tollhouse listening: proxy %s admin %s", _url(proxy_socket), _url(admin_socket))
     admin_task = asyncio.create_task(admin.serve([admin_socket]))
     stopper = asyncio.create_task(_stop_on(stop, main)) if stop is not None else None
@@ -294,6 +440,21 @@ async def serve(
             stopper.cancel()
         admin.should_exit = True
         await admin_task
+
+
+def _drain(tollhouse: Tollhouse, server: uvicorn.Server, signum: int) -> None:
+    if server.should_exit:
+        if signum == signal.SIGINT:
+            log.warning("second SIGINT: stopping now, without waiting for requests")
+            server.force_exit = True
+        return
+    tollhouse.ready = False  # /readyz says 503 at once: load balancers stop sending
+    log.info(
+        "%s: draining (no new connections; in-flight requests and streams get %gs)",
+        signal.Signals(signum).name,
+        tollhouse.settings.drain_seconds,
+    )
+    server.should_exit = True
 
 
 async def _stop_on(stop: asyncio.Event, server: uvicorn.Server) -> None:

@@ -57,7 +57,13 @@ def serve(
     admin_port: int | None,
     policy_file: str | None,
 ) -> None:
-    """Run the proxy, with /metrics, /healthz and /readyz on the admin port."""
+    """Run the proxy, with /metrics, /healthz and /readyz on the admin port.
+
+    SIGTERM drains: no new connections, in-flight requests and streams get
+    TOLLHOUSE_DRAIN_SECONDS to finish, usage is flushed to the ledger, exit status 0.
+    A start after an unclean stop meters again what it may have lost. SIGHUP reloads
+    the policy.
+    """
     from tollhouse.app import StartupRefused, Tollhouse
     from tollhouse.app import serve as serve_app
 

@@ -1,21 +1,30 @@
-"""Forwarding to the upstream: one keep-alive connection pool, bodies streamed both ways.
+"""Forwarding to the upstream with aiohttp: one keep-alive pool, bodies streamed both ways.
 
-Transport failures are mapped to tollhouse's own exceptions in exactly one
-place, ``map_transport_errors``; ``errors`` turns those into HTTP answers.
+aiohttp is driven as a transparent client: the path and query go out byte for byte
+(``yarl.URL(..., encoded=True)``); it adds no header the client did not send
+(``skip_auto_headers``) beyond ``Host`` and the body's framing; it does not decompress,
+follow redirects or keep cookies (those are the client's business, and cookies would
+leak between tenants). Its transport errors are mapped to tollhouse's own exceptions
+in exactly one table, ``TRANSPORT_ERRORS``; ``errors`` turns those into HTTP answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from tollhouse import upstream_client as http
+import aiohttp
+from yarl import URL
+
 from tollhouse.errors import ErrorResponse, TollhouseError
 
 Headers = list[tuple[bytes, bytes]]
@@ -35,6 +44,8 @@ HOP_BY_HOP = frozenset(
         b"host",
     }
 )
+# Headers aiohttp would add on its own; the upstream must see only the client's.
+AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 
 
 class UpstreamError(TollhouseError):
@@ -42,6 +53,7 @@ class UpstreamError(TollhouseError):
 
     status = 502
     what = "failed"
+    code = "upstream_error"
 
     def __init__(self, upstream: str, detail: str) -> None:
         super().__init__(f"{upstream}: {detail}")
@@ -49,15 +61,15 @@ class UpstreamError(TollhouseError):
         self.detail = detail
 
     def response(self) -> ErrorResponse:
+        # The upstream's address, the proxy's and TLS details are the operator's, not the
+        # tenant's: they go to the log (str(self)), the tenant gets what happened.
         return ErrorResponse(
             status=self.status,
-            message=f"tollhouse could not get an answer from the upstream API at "
-            f"{self.upstream}: {self.what} ({self.detail}).",
+            message=f"tollhouse could not get an answer from the upstream API: {self.what}. "
+            "Retry later; if it persists, tollhouse's operator will find the cause in its log.",
             type="server_error",
             code=self.code,
         )
-
-    code = "upstream_error"
 
 
 class UpstreamUnavailable(UpstreamError):
@@ -76,17 +88,45 @@ class UpstreamProtocolError(UpstreamError):
     code = "upstream_protocol_error"
 
 
-# One row per exception class the client raises; the first matching row wins.
-TRANSPORT_ERRORS: tuple[tuple[type[http.HTTPClientError], type[UpstreamError]], ...] = (
-    (http.ConnectError, UpstreamUnavailable),
-    (http.ServerDisconnected, UpstreamUnavailable),
-    (http.ConnectTimeout, UpstreamTimeout),
-    (http.PoolTimeout, UpstreamTimeout),
-    (http.ReadTimeout, UpstreamTimeout),
-    (http.IncompleteResponse, UpstreamProtocolError),
-    (http.RemoteProtocolError, UpstreamProtocolError),
-    (http.LocalProtocolError, UpstreamError),
-    (http.HTTPClientError, UpstreamError),
+# Every exception class aiohttp's client raises, each with its own row (a new class in a
+# new aiohttp fails the test until it gets one). The first matching row wins, so a class
+# comes before its bases.
+TRANSPORT_ERRORS: tuple[tuple[type[aiohttp.ClientError], type[UpstreamError]], ...] = (
+    # the connect timeout: opening a connection (TLS and proxy included) or waiting for one
+    (aiohttp.ConnectionTimeoutError, UpstreamTimeout),
+    # the read timeout: the upstream said nothing for that long
+    (aiohttp.SocketTimeoutError, UpstreamTimeout),
+    (aiohttp.ServerTimeoutError, UpstreamTimeout),
+    # no connection: refused, unreachable, no such name, TLS handshake, the proxy
+    (aiohttp.ClientConnectorCertificateError, UpstreamUnavailable),
+    (aiohttp.ClientConnectorSSLError, UpstreamUnavailable),
+    (aiohttp.ClientSSLError, UpstreamUnavailable),
+    (aiohttp.ClientConnectorDNSError, UpstreamUnavailable),
+    (aiohttp.ClientProxyConnectionError, UpstreamUnavailable),
+    (aiohttp.ClientConnectorError, UpstreamUnavailable),
+    (aiohttp.ClientHttpProxyError, UpstreamUnavailable),  # the proxy refused the tunnel
+    (aiohttp.ServerFingerprintMismatch, UpstreamUnavailable),
+    # the connection broke before the answer's head was complete
+    (aiohttp.ServerDisconnectedError, UpstreamUnavailable),
+    (aiohttp.ClientConnectionResetError, UpstreamUnavailable),
+    (aiohttp.ClientOSError, UpstreamUnavailable),
+    (aiohttp.ServerConnectionError, UpstreamUnavailable),
+    (aiohttp.ClientConnectionError, UpstreamUnavailable),
+    # an answer that is not HTTP: a bad head, a header past the limit, a body cut short
+    (aiohttp.ClientPayloadError, UpstreamProtocolError),
+    (aiohttp.ContentTypeError, UpstreamProtocolError),
+    (aiohttp.WSServerHandshakeError, UpstreamProtocolError),
+    (aiohttp.TooManyRedirects, UpstreamProtocolError),
+    (aiohttp.ClientResponseError, UpstreamProtocolError),
+    # a request tollhouse could not make (redirects are never followed, URLs are its own)
+    (aiohttp.InvalidUrlRedirectClientError, UpstreamError),
+    (aiohttp.NonHttpUrlRedirectClientError, UpstreamError),
+    (aiohttp.RedirectClientError, UpstreamError),
+    (aiohttp.InvalidUrlClientError, UpstreamError),
+    (aiohttp.NonHttpUrlClientError, UpstreamError),
+    (aiohttp.InvalidURL, UpstreamError),
+    (aiohttp.UploadAbortedError, UpstreamError),
+    (aiohttp.ClientError, UpstreamError),
 )
 
 
@@ -107,18 +147,18 @@ class _TransportErrors:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if isinstance(exc, http.HTTPClientError):
+        if isinstance(exc, aiohttp.ClientError):
             for source, target in TRANSPORT_ERRORS:
                 if isinstance(exc, source):
                     raise target(self.upstream, str(exc) or type(exc).__name__) from exc
 
 
 def map_transport_errors(upstream: str) -> AbstractContextManager[None]:
-    """Within it, the client's transport errors become ``UpstreamError``s naming ``upstream``."""
+    """Within it, aiohttp's errors become ``UpstreamError``s naming ``upstream``."""
     return _TransportErrors(upstream)
 
 
-def forwarded_headers(headers: Headers) -> Headers:
+def forwarded_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     """The request or response headers a proxy passes on: all but hop-by-hop ones."""
     kept: Headers = []
     named: set[bytes] = set()
@@ -137,44 +177,123 @@ def forwarded_headers(headers: Headers) -> Headers:
 @dataclass(frozen=True, slots=True)
 class UpstreamSettings:
     url: str
-    connect_timeout: float = 5.0
-    read_timeout: float = 600.0
+    connect_timeout: float = 5.0  # to open a connection, or to wait for a free one
+    read_timeout: float = 600.0  # the longest silence of the upstream once a request is sent
     max_connections: int = 1000
-    idle_timeout: float = 15.0
+    idle_timeout: float = 15.0  # an idle pooled connection older than this is closed
+    max_header_bytes: int = 16384  # the longest status line or header line of an answer
+    proxy: str | None = None  # None: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment
+    ca_bundle: Path | None = None  # the CAs trusted for the upstream, in place of the system's
+    client_cert: Path | None = None  # PEM; the key too, unless client_key names it
+    client_key: Path | None = None
+
+
+def tls_context(settings: UpstreamSettings) -> ssl.SSLContext | None:
+    """The TLS settings for the upstream; None for aiohttp's default (the system's CAs)."""
+    if settings.client_key is not None and settings.client_cert is None:
+        raise ValueError("an upstream client key was given without its certificate")
+    if settings.ca_bundle is None and settings.client_cert is None:
+        return None
+    cafile = str(settings.ca_bundle) if settings.ca_bundle is not None else None
+    context = ssl.create_default_context(cafile=cafile)
+    if settings.client_cert is not None:
+        context.load_cert_chain(settings.client_cert, settings.client_key)
+    return context
+
+
+def egress_proxy(settings: UpstreamSettings) -> str | None:
+    """The proxy requests go through: the setting, else the environment's for the upstream.
+
+    The environment is read as aiohttp's ``trust_env`` and the standard library read
+    it (``HTTPS_PROXY`` or ``HTTP_PROXY`` by the upstream's scheme, ``NO_PROXY``), but
+    once, at start-up: ``trust_env`` looks it up in a worker thread on every request, and
+    would add ``.netrc`` credentials to requests the client sent without any.
+    """
+    if settings.proxy:
+        return settings.proxy
+    parts = urlsplit(settings.url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or (parts.hostname and urllib.request.proxy_bypass(parts.hostname)):
+        return None
+    return proxy
+
+
+def _text(value: bytes) -> str:
+    """Bytes of the head as aiohttp takes them: it writes them back out as UTF-8."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:  # not UTF-8: the best a str-based client can do
+        return value.decode("latin-1")
+
+
+def _text_headers(headers: Headers) -> list[tuple[str, str]]:
+    try:  # the usual case in one go, every name and value UTF-8 (ASCII, mostly)
+        return [(name.decode(), value.decode()) for name, value in headers]
+    except UnicodeDecodeError:
+        return [(_text(name), _text(value)) for name, value in headers]
+
+
+async def _watched(body: AsyncIterator[bytes], failed: list[BaseException]) -> AsyncIterator[bytes]:
+    """The request body, remembering why its source failed (aiohttp reports a broken pipe)."""
+    try:
+        async for chunk in body:
+            yield chunk
+    except Exception as exc:
+        failed.append(exc)
+        raise
 
 
 class UpstreamResponse:
-    """A response whose headers arrived; its body is read as it comes."""
+    """A response whose head arrived; its body is read as it comes."""
 
-    __slots__ = ("_response", "_upstream", "content_length", "headers", "status")
+    __slots__ = ("_media", "_response", "_upstream", "content_length", "headers", "status")
 
-    def __init__(self, response: http.Response, upstream: str) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, upstream: str) -> None:
         self._response = response
         self._upstream = upstream
         self.status = response.status
-        self.headers: Headers = forwarded_headers(response.headers)
-        self.content_length = response.content_length
+        # forwarded_headers() and the framing in one pass: this runs for every response
+        kept: Headers = []
+        named: set[bytes] = set()
+        length: int | None = None
+        chunked = False
+        self._media = b""
+        for name, value in response.raw_headers:
+            folded = name.lower()
+            if folded in HOP_BY_HOP:
+                if folded == b"connection":
+                    named.update(token.strip().lower() for token in value.split(b","))
+                elif folded == b"transfer-encoding":
+                    chunked = value.rstrip().lower().endswith(b"chunked")
+                continue
+            if folded == b"content-length":
+                length = int(value)
+            elif folded == b"content-type":
+                self._media = value
+            kept.append((name, value))
+        if named:  # the fields a Connection header names are hop-by-hop too
+            kept = [(name, value) for name, value in kept if name.lower() not in named]
+        self.headers: Headers = kept
+        self.content_length = None if chunked else length
 
     @property
     def content_type(self) -> str:
         """The media type, lower case, without parameters (``application/json``)."""
-        for name, value in self._response.headers:
-            if name.lower() == b"content-type":
-                media = value.split(b";", 1)[0].strip().lower()
-                return media.decode("latin-1") or "application/octet-stream"
-        return "application/octet-stream"
+        media = self._media.split(b";", 1)[0].strip().lower()
+        return media.decode("latin-1") or "application/octet-stream"
 
     async def read(self) -> bytes:
         with map_transport_errors(self._upstream):
             return await self._response.read()
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, each chunk as soon as it is there (SSE events at once)."""
         with map_transport_errors(self._upstream):
-            async for chunk in self._response.chunks():
+            async for chunk in self._response.content.iter_any():
                 yield chunk
 
     def close(self) -> None:
-        """Give the connection back if the body was read in full, else drop it."""
+        """Give the connection back if the body was received in full, else drop it."""
         self._response.close()
 
 
@@ -184,14 +303,17 @@ class Forwarder:
     def __init__(self, settings: UpstreamSettings) -> None:
         base = settings.url.rstrip("/")
         parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the upstream must be an http(s) URL, not {base!r}")
         # The upstream is named like the openai client's base_url (".../v1"); requests
         # arrive with their full "/v1/..." path.
         self._prefix = parts.path.rstrip("/").removesuffix("/v1")
-        self._target_prefix = self._prefix.encode("latin-1")
-        self._origin = http.Origin.from_url(base)
+        self._origin = str(URL(base).origin())
         self._name = base
         self._settings = settings
-        self._client: http.Client | None = None
+        # Read now, so that a bad CA bundle or key stops tollhouse at start-up.
+        self._tls = tls_context(settings)
+        self._session: aiohttp.ClientSession | None = None
 
     @property
     def name(self) -> str:
@@ -199,20 +321,33 @@ class Forwarder:
 
     async def open(self) -> None:
         settings = self._settings
-        self._client = http.Client(
-            max_connections=settings.max_connections,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            idle_timeout=settings.idle_timeout,
+        connector = aiohttp.TCPConnector(
+            limit=settings.max_connections,
+            keepalive_timeout=settings.idle_timeout,
+            ssl=self._tls if self._tls is not None else True,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
+            ),
+            proxy=egress_proxy(settings),
+            skip_auto_headers=AUTO_HEADERS,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            max_line_size=settings.max_header_bytes,
+            max_field_size=settings.max_header_bytes,
         )
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def target(self, raw_path: str, query: str) -> str:
         """The URL a request for ``raw_path?query`` goes to."""
+        if not raw_path.isascii():  # raw bytes, as latin-1: aiohttp sends the path as UTF-8
+            raw_path = _text(raw_path.encode("latin-1"))
         return f"{self._origin}{self._prefix}{raw_path}" + (f"?{query}" if query else "")
 
     async def send(
@@ -223,12 +358,29 @@ class Forwarder:
         headers: Headers,
         body: bytes | AsyncIterator[bytes] | None,
     ) -> UpstreamResponse:
-        assert self._client is not None, "Forwarder.open() was not awaited"
-        target = self._target_prefix + raw_path.encode("latin-1")
-        if query:
-            target += b"?" + query.encode("latin-1")
-        with map_transport_errors(self._name):
-            response = await self._client.request(self._origin, method, target, headers, body)
+        """Send a request; returns once the response's head has arrived.
+
+        A bytes body goes out with its length; a streamed one chunked, unless the
+        headers give its length. If the body's source fails (the client went away),
+        its exception is raised, not an ``UpstreamError``.
+        """
+        session = self._session
+        assert session is not None, "Forwarder.open() was not awaited"
+        failed: list[BaseException] = []
+        data = body if body is None or isinstance(body, bytes) else _watched(body, failed)
+        try:
+            with map_transport_errors(self._name):
+                response = await session.request(
+                    method,
+                    URL(self.target(raw_path, query), encoded=True),
+                    headers=_text_headers(headers),
+                    data=data,
+                    allow_redirects=False,
+                )
+        except UpstreamError:
+            if failed:
+                raise failed[0] from None
+            raise
         return UpstreamResponse(response, self._name)
 
     async def fetch(

@@ -175,10 +175,37 @@ class Metrics:
             "Ledger writes that failed and went to the spool file.",
             registry=registry,
         )
+        self.spool_bytes = Gauge(
+            "tollhouse_spool_bytes",
+            "Bytes of ledger batches waiting in the spool for the database.",
+            registry=registry,
+        )
+        self.spool_batches = Gauge(
+            "tollhouse_spool_batches",
+            "Ledger batches waiting in the spool for the database.",
+            registry=registry,
+        )
         self.collector_last_success = Gauge(
             "tollhouse_collector_last_success_timestamp_seconds",
             "When a collector job last finished without error (set to the start time at start).",
             ["collector"],
+            registry=registry,
+        )
+        self.collector_lease_held = Gauge(
+            "tollhouse_collector_lease_held",
+            "1 on the replica whose lease runs the collector job now (one replica at a time).",
+            ["collector"],
+            registry=registry,
+        )
+        self.reconciler_blocked = Gauge(
+            "tollhouse_reconciler_blocked",
+            "1 while the reconciler cannot run (no TOLLHOUSE_UPSTREAM_API_KEY): usage the proxy "
+            "did not see, or lost in a crash, is not recovered.",
+            registry=registry,
+        )
+        self.recovery_pending = Gauge(
+            "tollhouse_recovery_pending",
+            "1 from a start after an unclean stop until what it may have lost is metered again.",
             registry=registry,
         )
         self.cleanup_deleted = Counter(

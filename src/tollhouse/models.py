@@ -58,7 +58,10 @@ class ToolCall(SQLModel, table=True):
     """A Code Interpreter or File Search call seen in a run step, counted once by id."""
 
     __tablename__ = "tool_call"
-    __table_args__ = (Index("ix_tool_call_tenant_type_at", "tenant", "type", "at"),)
+    __table_args__ = (
+        Index("ix_tool_call_tenant_type_at", "tenant", "type", "at"),
+        Index("ix_tool_call_thread_type_at", "thread_id", "type", "at"),  # sessions per thread
+    )
 
     id: str = Field(primary_key=True, max_length=128)
     type: str = Field(max_length=32)

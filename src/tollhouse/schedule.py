@@ -1,9 +1,13 @@
-"""The collector's jobs and the nightly cleanup on an in-process APScheduler, in ``serve``."""
+"""The collector's jobs and the nightly cleanup on an in-process APScheduler, in ``serve``.
+
+Every replica schedules every job; a lease in the ledger lets one replica at a time
+run each (the collector jobs here, the cleanup in the cleaner).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -13,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tollhouse.cleaner import Cleaner, SweepFailed
 from tollhouse.collector import BudgetExhausted, Collector
 from tollhouse.forward import UpstreamError
+from tollhouse.lease import JobLease, LeaseLost
 from tollhouse.policy import Cleanup
 
 log = logging.getLogger(__name__)
@@ -28,7 +33,7 @@ def guarded(name: str, job: Callable[[], Awaitable[int]]) -> Callable[[], Awaita
     async def run() -> None:
         try:
             count = await job()
-        except (UpstreamError, SQLAlchemyError, BudgetExhausted) as exc:
+        except (UpstreamError, SQLAlchemyError, BudgetExhausted, LeaseLost) as exc:
             log.warning("%s failed, will retry on its next run: %s", name, exc)
             return
         log.debug("%s done: %d items", name, count)
@@ -36,23 +41,44 @@ def guarded(name: str, job: Callable[[], Awaitable[int]]) -> Callable[[], Awaita
     return run
 
 
+def leased(
+    collector: Collector, job_lease: JobLease, job: Callable[[], Awaitable[int]]
+) -> Callable[[], Awaitable[int]]:
+    """A collector job that runs only on the replica holding its lease."""
+
+    async def run() -> int:
+        try:
+            held, count = await job_lease.run(job)
+        finally:
+            collector.lease_held(job_lease.name, job_lease.held)
+        if not held:
+            log.debug("%s: another replica holds the lease", job_lease.name)
+            collector.elsewhere(job_lease.name)
+        return count or 0
+
+    return run
+
+
 def collector_scheduler(
-    collector: Collector, reconcile_seconds: float, sample_seconds: float
+    collector: Collector,
+    leases: Mapping[str, JobLease],
+    reconcile_seconds: float,
+    sample_seconds: float,
 ) -> AsyncIOScheduler:
+    """The reconciler and the storage sampler; ``leases`` has one per job, by job name."""
     scheduler = AsyncIOScheduler(timezone="UTC")
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 60}
-    scheduler.add_job(
-        guarded("reconciler", collector.reconcile),
-        IntervalTrigger(seconds=reconcile_seconds),
-        id="reconciler",
-        **common,
+    jobs = (
+        ("reconciler", collector.reconcile, reconcile_seconds),
+        ("storage_sampler", collector.sample_storage, sample_seconds),
     )
-    scheduler.add_job(
-        guarded("storage_sampler", collector.sample_storage),
-        IntervalTrigger(seconds=sample_seconds),
-        id="storage_sampler",
-        **common,
-    )
+    for name, job, seconds in jobs:
+        scheduler.add_job(
+            guarded(name, leased(collector, leases[name], job)),
+            IntervalTrigger(seconds=seconds),
+            id=name,
+            **common,
+        )
     return scheduler
 
 

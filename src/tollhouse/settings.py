@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, FilePath, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,25 @@ class Settings(BaseSettings):
         600.0, gt=0, description="Seconds to wait for the upstream's next bytes."
     )
     max_connections: int = Field(1000, ge=1, description="Upstream connection pool size.")
+    upstream_max_header_bytes: int = Field(
+        16384,
+        ge=1024,
+        description="Longest status or header line accepted from the upstream (else 502).",
+    )
+    upstream_proxy: str | None = Field(
+        None,
+        description="HTTP proxy to reach the upstream through; unset: HTTPS_PROXY / HTTP_PROXY "
+        "and NO_PROXY from the environment.",
+    )
+    upstream_ca_bundle: FilePath | None = Field(
+        None, description="PEM file of the CAs trusted for the upstream, in place of the system's."
+    )
+    upstream_client_cert: FilePath | None = Field(
+        None, description="PEM client certificate for the upstream (and its key, unless below)."
+    )
+    upstream_client_key: FilePath | None = Field(
+        None, description="PEM private key of the upstream client certificate."
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
     policy_file: Path | None = Field(
         None, description="Policy YAML (tenants, keys, limits); reloaded on SIGHUP."
@@ -40,8 +59,24 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "sqlite:///tollhouse.db", description="The ledger: sqlite:///path or postgresql://..."
     )
+    database_connect_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds to connect to the ledger database, or to wait for a pooled one.",
+    )
+    database_statement_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds one ledger database call may take (SQLite: the busy timeout).",
+    )
+    owner_write_timeout: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds a create waits for its owner's ledger write before spooling it.",
+    )
     spool_path: Path = Field(
-        Path("tollhouse.spool"), description="Where ledger writes wait while the database is down."
+        Path("tollhouse.spool"),
+        description="The open spool segment; closed ones are beside it as <path>.N.",
     )
     max_json_body_bytes: int = Field(
         8 * 1024 * 1024,
@@ -61,4 +96,19 @@ class Settings(BaseSettings):
     )
     sample_seconds: float = Field(
         600.0, gt=0, description="How often vector-store storage is sampled."
+    )
+    running_marker: Path | None = Field(
+        None,
+        description="File present while serve runs; found at start, it means an unclean stop "
+        "(default: beside the spool, <spool path without suffix>.running).",
+    )
+    recover_lookback: float = Field(
+        3600.0,
+        gt=0,
+        description="After an unclean stop: seconds of activity before it that are metered again.",
+    )
+    drain_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM: seconds in-flight requests and streams get to finish.",
     )
