@@ -126,6 +126,29 @@ def test_request_counts_add_up_per_minute(engine: Engine) -> None:
     assert count == 7
 
 
+def test_a_batch_applied_again_counts_nothing_twice(engine: Engine) -> None:
+    # A commit whose acknowledgement was lost is spooled and replayed: the replay is a no-op.
+    key = ("acme", "GET", "forwarded", T0 // 60 * 60)
+    batch = Batch(
+        requests={key: 3},
+        samples=[Sample("vs_1", "acme", T0, 2048)],
+        seen=[Seen("acme", step("s", [("c", "code_interpreter", T0)]))],
+    )
+    first = ledger.apply(engine, batch, T0)
+    again = ledger.apply(engine, loads(dumps(batch)), T0 + 1)
+    assert len(first.tool_calls) == 1
+    assert (again.tool_calls, again.finished_runs) == ([], [])
+    with engine.connect() as connection:
+        count = connection.execute(select(RequestCount.count)).scalar_one()  # type: ignore[call-overload]
+        samples = connection.execute(select(func.count()).select_from(VectorStoreSample)).scalar()
+    assert (count, samples) == (3, 1)
+    assert ledger.forget_applied(engine, T0 + 1) == 1
+    ledger.apply(engine, batch, T0 + 2)  # forgotten: it would count again (after 30 days)
+    with engine.connect() as connection:
+        count = connection.execute(select(RequestCount.count)).scalar_one()  # type: ignore[call-overload]
+    assert count == 6
+
+
 def test_samples_are_kept(engine: Engine) -> None:
     ledger.apply(engine, Batch(samples=[Sample("vs_1", "acme", T0, 2048)]), T0)
     with engine.connect() as connection:

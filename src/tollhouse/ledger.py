@@ -11,6 +11,7 @@ what was new, for the metrics.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from sqlmodel import col
 
 from tollhouse.meter import ObjectSeen, RunSeen, StepSeen
 from tollhouse.models import (
+    AppliedBatch,
     CodeInterpreterSession,
     OwnedObject,
     RequestCount,
@@ -81,6 +83,8 @@ class Sample:
 class Batch:
     """Everything to write in one transaction."""
 
+    # Written with the batch, in its transaction: a replay of an applied batch is a no-op.
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
     owned: list[Owned] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
@@ -154,6 +158,14 @@ def apply(engine: Engine, batch: Batch, now: int) -> Counted:
 def _apply(engine: Engine, batch: Batch, now: int) -> Counted:
     counted = Counted()
     with engine.begin() as connection:
+        first = connection.execute(
+            _insert(connection, AppliedBatch)
+            .values(id=batch.id, at=now)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(col(AppliedBatch.id))
+        ).first()
+        if first is None:  # committed before: its acknowledgement was lost, not its rows
+            return counted
         tenants = {o.tenant for o in batch.owned} | {s.tenant for s in batch.seen}
         tenants |= {key[0] for key in batch.requests}
         _upsert(
@@ -470,3 +482,10 @@ def owners(engine: Engine, ids: Iterable[str]) -> Mapping[str, str]:
             )
         )
         return {row.id: row.tenant for row in rows}
+
+
+def forget_applied(engine: Engine, before: int) -> int:
+    """Drop the record of batches applied before ``before``; how many were dropped."""
+    with engine.begin() as connection:
+        result = connection.execute(delete(AppliedBatch).where(col(AppliedBatch.at) < before))
+        return int(result.rowcount or 0)

@@ -176,3 +176,18 @@ class CleanupLease(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=32)
     holder: str = Field(max_length=128)
     expires_at: float
+
+
+class AppliedBatch(SQLModel, table=True):
+    """A writer batch already in the ledger: replaying it (from the spool) changes nothing.
+
+    Batches are applied whole in one transaction with their row here; a batch whose
+    commit went through but whose acknowledgement was lost is spooled and replayed,
+    and this row makes the replay a no-op, so additive counts are never doubled.
+    """
+
+    __tablename__ = "applied_batch"
+    __table_args__ = (Index("ix_applied_batch_at", "at"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    at: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -63,6 +63,7 @@ def dumps(batch: Batch) -> str:
             "samples": [_plain(s) for s in batch.samples],
             "requests": [[*key, count] for key, count in batch.requests.items()],
             "touched": batch.touched,
+            "id": batch.id,
         },
         separators=(",", ":"),
     )
@@ -76,6 +77,7 @@ def loads(line: str) -> Batch:
         samples=[Sample(**s) for s in data["samples"]],
         requests={(t, c, o, m): n for t, c, o, m, n in data["requests"]},
         touched=data.get("touched", {}),
+        **({"id": data["id"]} if "id" in data else {}),  # older spools carry no id
     )
 
 

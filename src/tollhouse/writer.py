@@ -23,6 +23,8 @@ from tollhouse.pricing import PricingTable, token_cost
 from tollhouse.spool import Spool, SpoolError
 
 log = logging.getLogger(__name__)
+FORGET_EVERY = 3600  # seconds between prunings of applied batch ids
+APPLIED_KEPT = 30 * 86400  # a spooled batch replayed later than this could count twice
 
 # Spooled batches replayed at most per flush: a long backlog drains over several
 # flushes, and what the proxy hands over meanwhile waits one flush, not the whole drain.
@@ -92,6 +94,7 @@ class LedgerWriter:
         self._ledger_thread = ThreadPoolExecutor(1, thread_name_prefix="tollhouse-ledger")
         self._owner_thread = ThreadPoolExecutor(1, thread_name_prefix="tollhouse-owners")
         self._spool_thread = ThreadPoolExecutor(1, thread_name_prefix="tollhouse-spool")
+        self._forgotten_at = 0  # when applied batch ids were last pruned (ledger thread)
         self._failing = False  # batches: the database failed the last write
         self._owners_failing = False
         metrics.spool_bytes.set_function(lambda: spool.bytes)
@@ -272,9 +275,14 @@ class LedgerWriter:
             return written
         try:
             written.counted.append(ledger.apply(self._engine, batch, now))
+            if now - self._forgotten_at >= FORGET_EVERY:
+                # Batch ids only matter while a batch could still be replayed.
+                ledger.forget_applied(self._engine, now - APPLIED_KEPT)
+                self._forgotten_at = now
         except SQLAlchemyError as exc:
             self._write_failed(exc)
-            self._spool_batch(batch, written)
+            if not written.counted:
+                self._spool_batch(batch, written)
         else:
             self._write_succeeded()
         return written
