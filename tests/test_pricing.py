@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,15 @@ from pydantic import ValidationError
 
 from tollhouse.pricing import (
     GIB,
-    Period,
     PricingError,
     PricingTable,
+    container_cost,
+    container_sessions,
     gb_days,
     load_pricing,
     storage_costs,
     token_cost,
+    tool_call_cost,
     usd,
 )
 
@@ -172,25 +175,37 @@ def test_every_shipped_model_and_alias_is_checked_above(table: PricingTable) -> 
 
 
 def test_shipped_table_names_a_known_source_for_every_price(table: PricingTable) -> None:
-    calls, tools = table.tools.file_search_calls, table.tools
-    periods: list[Period] = [p for ps in table.models.values() for p in ps]
-    periods += [*tools.code_interpreter, *tools.file_search_storage]
-    periods += [*calls.assistants, *calls.responses]
-    assert all(p.sources and set(p.sources) <= set(table.sources) for p in periods)
+    priced = dict(table.priced())
+    sample = ["models.gpt-4o.1", "tools.code_interpreter.0", "tools.file_search_calls.responses.0"]
+    sample += ["tools.containers.64g.1", "tools.calls.mcp_call.0.periods.0"]
+    sample += ["service_tiers.priority.2.periods.0"]
+    assert set(sample) <= set(priced)  # every kind of price is covered
+    unsourced = [
+        w for w, p in priced.items() if not p.sources or set(p.sources) - set(table.sources)
+    ]
+    assert unsourced == []
 
 
-def test_unconfirmed_prices_are_marked(table: PricingTable) -> None:
-    marked = {
-        (name, str(p.effective)) for name, ps in table.models.items() for p in ps if p.unconfirmed
+def test_unconfirmed_prices_are_marked_and_explained(table: PricingTable) -> None:
+    marked = {where: p.note for where, p in table.priced() if p.unconfirmed}
+    assert set(marked) == {
+        "models.gpt-3.5-turbo-0125.0",
+        "models.o1-mini.2",
+        "models.gpt-5.3-codex.0",
+        "models.gpt-5.3-chat-latest.0",
+        "service_tiers.priority.0.periods.0",  # "about" 1.7x, 1.75x, 2x
+        "service_tiers.priority.1.periods.0",
+        "service_tiers.priority.2.periods.0",
+        "tools.calls.web_search_call.1.periods.0",  # the preview tool
+        "tools.calls.web_search_call.2.periods.0",
+        "tools.calls.mcp_call.0.periods.0",  # no source states the zero outright
+        "tools.calls.mcp_list_tools.0.periods.0",
+        "tools.containers.1g.0",  # per container or per 20-minute block
+        "tools.containers.4g.0",  # single source for the start date
+        "tools.containers.16g.0",
+        "tools.containers.64g.0",
     }
-    assert marked == {
-        ("gpt-3.5-turbo-0125", "2024-01-25"),
-        ("o1-mini", "2025-01-31"),
-        ("gpt-5.3-codex", "2025-12-11"),
-        ("gpt-5.3-chat-latest", "2025-12-11"),
-    }
-    notes = [p.note for ps in table.models.values() for p in ps if p.unconfirmed]
-    assert all(notes)
+    assert all(marked.values())
 
 
 @pytest.mark.parametrize(
@@ -272,6 +287,233 @@ def test_tool_without_a_price_is_an_error_not_zero(
 ) -> None:
     with pytest.raises(PricingError, match=message):
         call(table)
+
+
+M = 1_000_000
+
+# (model, tier, prompt, cached, cache-write, completion, day, expected cost or None)
+TOKEN_COSTS: list[tuple[str, str | None, int, int, int, int, str, str | None]] = [
+    # cached tokens are part of the prompt and cost the cached rate
+    ("gpt-4o", None, M, 400_000, 0, 0, "2025-01-01", "2.00"),  # 0.6M x 2.50 + 0.4M x 1.25
+    ("gpt-4o", "default", M, M, 0, M, "2025-01-01", "11.25"),
+    ("gpt-4o", "auto", M, M, 0, M, "2025-01-01", "11.25"),
+    ("gpt-4o-mini-2024-07-18", None, M, M, 0, 0, "2025-01-01", "0.075"),  # through an alias
+    # no cached price yet, or ever: cached tokens cost the full input rate
+    ("gpt-4o-2024-08-06", None, M, M, 0, 0, "2024-09-30", "2.50"),
+    ("gpt-4o-2024-08-06", None, M, M, 0, 0, "2024-10-01", "1.25"),
+    ("gpt-4o-2024-05-13", None, M, M, 0, 0, "2025-01-01", "5.00"),
+    ("gpt-5-pro", None, M, M, 0, 0, "2025-09-01", "15.00"),
+    # cache writes: 1.25x input on gpt-5.6, no surcharge where the table has no price
+    ("gpt-5.6-sol", None, M, 0, M, 0, "2026-07-01", "6.25"),
+    ("gpt-5.6-terra", None, M, 0, M, 0, "2026-07-29", "3.125"),
+    ("gpt-5.6-terra", None, M, 0, M, 0, "2026-07-30", "2.50"),
+    ("gpt-4.1", None, M, 0, M, 0, "2025-05-01", "2.00"),
+    ("gpt-5.6-luna", None, 3 * M, M, M, M, "2026-08-01", "1.67"),  # 0.2 + 0.02 + 0.25 + 1.2
+    # flex: half of every token price, across the model's own price change
+    ("o3", "flex", M, 0, 0, M, "2025-06-09", "25.00"),
+    ("o3", "flex", M, 0, 0, M, "2025-06-10", "5.00"),
+    ("o3-2025-04-16", "flex", M, M, 0, 0, "2025-06-10", "0.25"),
+    ("gpt-5", "flex", M, 0, 0, M, "2025-08-07", "5.625"),
+    ("gpt-5", "flex", M, 0, 0, M, "2025-08-06", None),  # before gpt-5
+    ("gpt-5.6-luna", "flex", M, 0, 0, M, "2026-07-30", "0.70"),
+    ("gpt-4o", "flex", M, 0, 0, M, "2025-06-01", None),  # not a flex model
+    ("o1", "flex", M, 0, 0, M, "2025-06-01", None),
+    # priority: about 1.7x (gpt-4o), 1.75x (gpt-4.1), 2x (gpt-5.x)
+    ("gpt-4o", "priority", M, 0, 0, M, "2025-06-01", "21.25"),
+    ("gpt-4o", "priority", M, M, 0, 0, "2025-06-01", "2.125"),  # cached, then multiplied
+    ("gpt-4o", "fast", M, 0, 0, M, "2025-06-01", "21.25"),  # requested as fast, billed priority
+    ("gpt-4.1-2025-04-14", "priority", M, 0, 0, M, "2025-06-01", "17.50"),
+    ("gpt-5", "priority", M, M // 2, 0, M, "2025-09-01", "21.375"),
+    ("gpt-5.5", "priority", M, 0, 0, M, "2026-04-22", None),  # before gpt-5.5
+    ("gpt-5.5", "priority", M, 0, 0, M, "2026-04-23", "70.00"),
+    ("gpt-5-nano", "priority", M, 0, 0, M, "2025-09-01", None),  # the sources disagree
+    ("gpt-4o-mini", "priority", M, 0, 0, M, "2025-09-01", None),
+    ("gpt-5-pro", "priority", M, 0, 0, M, "2025-09-01", None),
+    # scale and unknown tiers are unpriced, not guessed at the standard price
+    ("gpt-4o", "scale", M, 0, 0, M, "2025-06-01", None),
+    ("gpt-5.6-sol", "ultrafast", M, 0, 0, M, "2026-07-01", None),
+    ("gpt-4o", "", M, 0, 0, M, "2025-06-01", None),
+    ("gpt-4o", "Default", M, 0, 0, M, "2025-06-01", None),
+    # unknown model, whatever the tier
+    ("gpt-9", None, M, 0, 0, M, "2026-01-01", None),
+    ("gpt-9", "flex", M, 0, 0, M, "2026-01-01", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "tier", "prompt", "cached", "written", "completion", "day", "expected"),
+    TOKEN_COSTS,
+    ids=[f"{m}-{t}-{c}c-{w}w@{d}" for m, t, _, c, w, _, d, _ in TOKEN_COSTS],
+)
+def test_token_cost_by_cache_use_and_service_tier(
+    table: PricingTable,
+    model: str,
+    tier: str | None,
+    prompt: int,
+    cached: int,
+    written: int,
+    completion: int,
+    day: str,
+    expected: str | None,
+) -> None:
+    cost = token_cost(
+        table,
+        model,
+        prompt,
+        completion,
+        date.fromisoformat(day),
+        cached_tokens=cached,
+        cache_write_tokens=written,
+        tier=tier,
+    )
+    assert cost == (None if expected is None else D(expected))
+
+
+def test_reasoning_tokens_are_priced_as_the_output_they_are_part_of(table: PricingTable) -> None:
+    # Responses usage: output_tokens 1,000 of which reasoning_tokens 800; only the total counts.
+    assert token_cost(table, "o3", 0, 1000, date(2025, 7, 1)) == D("0.008")
+
+
+@pytest.mark.parametrize(
+    ("prompt", "cached", "written", "message"),
+    [
+        (100, 60, 41, "at most, the prompt"),
+        (100, 101, 0, "at most, the prompt"),
+        (100, -1, 0, "negative"),
+        (100, 0, -1, "negative"),
+    ],
+)
+def test_cache_counts_must_fit_in_the_prompt(
+    table: PricingTable, prompt: int, cached: int, written: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        token_cost(
+            table,
+            "gpt-4o",
+            prompt,
+            0,
+            date(2025, 1, 1),
+            cached_tokens=cached,
+            cache_write_tokens=written,
+        )
+
+
+# (output item type, model, tool version, day, fee for one call or None)
+TOOL_CALLS: list[tuple[str, str | None, str | None, str, str | None]] = [
+    # web_search: $10 per 1,000 on every model, priced or not
+    ("web_search_call", "gpt-4o", "web_search", "2025-08-25", None),
+    ("web_search_call", "gpt-4o", "web_search", "2025-08-26", "0.01"),
+    ("web_search_call", "gpt-5", "web_search_2025_08_26", "2025-09-01", "0.01"),
+    ("web_search_call", "ft:gpt-4.1:acme::x1", "web_search", "2025-09-01", "0.01"),
+    ("web_search_call", None, "web_search", "2025-09-01", "0.01"),
+    # web_search_preview: $25 on non-reasoning models, $10 on reasoning ones
+    ("web_search_call", "gpt-4o", "web_search_preview", "2025-03-10", None),
+    ("web_search_call", "gpt-4o", "web_search_preview", "2025-03-11", "0.025"),
+    (
+        "web_search_call",
+        "gpt-4.1-2025-04-14",
+        "web_search_preview_2025_03_11",
+        "2025-06-01",
+        "0.025",
+    ),
+    ("web_search_call", "o3", "web_search_preview", "2025-06-01", "0.01"),
+    ("web_search_call", "gpt-5-mini-2025-08-07", "web_search_preview", "2025-09-01", "0.01"),
+    ("web_search_call", "ft:gpt-4.1:acme::x1", "web_search_preview", "2025-09-01", None),
+    ("web_search_call", None, "web_search_preview", "2025-09-01", None),
+    ("web_search_call", "gpt-4o", None, "2025-09-01", None),  # version unknown
+    ("web_search_call", "gpt-4o", "web_search_2099_01_01", "2025-09-01", None),
+    # file search on the Responses API: $2.50 per 1,000
+    ("file_search_call", "gpt-4o", None, "2025-03-10", None),
+    ("file_search_call", "gpt-4o", None, "2025-03-11", "0.0025"),
+    ("file_search_call", "gpt-9", "file_search", "2025-09-01", "0.0025"),
+    # no fee: tokens carry the cost, or the container does
+    ("mcp_call", "gpt-4.1", None, "2025-05-20", None),
+    ("mcp_call", "gpt-4.1", None, "2025-05-21", "0"),
+    ("mcp_list_tools", "gpt-4.1", None, "2025-06-01", "0"),
+    ("function_call", "gpt-4o", None, "2025-06-01", "0"),
+    ("function_call", "gpt-9", None, "2025-06-01", "0"),
+    ("code_interpreter_call", "o4-mini", None, "2025-06-01", "0"),
+    # not in the table: unpriced
+    ("image_generation_call", "gpt-4.1-mini", None, "2025-09-01", None),
+    ("computer_call", "computer-use-preview", None, "2025-09-01", None),
+    ("web_search", "gpt-4o", "web_search", "2025-09-01", None),  # a tool type, not an item type
+    ("", "gpt-4o", None, "2025-09-01", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "model", "version", "day", "expected"),
+    TOOL_CALLS,
+    ids=[f"{k}-{m}-{v}@{d}" for k, m, v, d, _ in TOOL_CALLS],
+)
+def test_tool_call_fee_by_kind_version_and_model(
+    table: PricingTable,
+    kind: str,
+    model: str | None,
+    version: str | None,
+    day: str,
+    expected: str | None,
+) -> None:
+    fee = tool_call_cost(table, kind, model, version, date.fromisoformat(day))
+    assert fee == (None if expected is None else D(expected))
+
+
+# (memory limit, seconds from creation to expiry or deletion, day created, cost, sessions)
+CONTAINERS: list[tuple[str | None, float, str, str | None, int | None]] = [
+    # 20-minute sessions: every started block, at least one
+    ("1g", 0, "2025-05-20", None, None),
+    ("1g", 0, "2025-05-21", "0.03", 1),  # created and never used: still one session
+    (None, 60, "2025-06-01", "0.03", 1),  # the default memory limit is 1g
+    ("1g", 1200, "2026-06-01", "0.03", 1),
+    ("1g", 1200.5, "2026-06-01", "0.06", 2),
+    ("1g", 3600, "2026-06-01", "0.09", 3),
+    ("1g", 5 * 3600, "2026-06-01", "0.45", 15),  # started the day before the switch
+    ("4g", 60, "2026-03-30", None, None),
+    ("4g", 60, "2026-03-31", "0.12", 1),
+    ("16g", 60, "2026-06-01", "0.48", 1),
+    ("64g", 2400, "2026-06-01", "3.84", 2),
+    # per minute from 2026-06-02: every started minute, at least 5; one session each
+    ("1g", 0, "2026-06-02", "0.0075", 1),
+    (None, 60, "2026-06-02", "0.0075", 1),
+    ("1g", 299, "2026-06-02", "0.0075", 1),
+    ("1g", 300, "2026-06-02", "0.0075", 1),
+    ("1g", 300.5, "2026-06-02", "0.009", 1),
+    ("1g", 1200, "2026-06-02", "0.03", 1),  # a full session costs what it did
+    ("1g", 3600, "2026-06-02", "0.09", 1),
+    ("4g", 360, "2026-06-02", "0.036", 1),
+    ("16g", 1500, "2026-06-02", "0.60", 1),
+    ("64g", 0, "2026-06-02", "0.48", 1),
+    ("64g", 360, "2026-11-01", "0.576", 1),
+    # unknown memory limits are unpriced
+    ("2g", 60, "2026-06-02", None, None),
+    ("1G", 60, "2026-06-02", None, None),
+    ("", 60, "2026-06-02", None, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("memory", "seconds", "day", "expected", "sessions"),
+    CONTAINERS,
+    ids=[f"{m}-{s}s@{d}" for m, s, d, _, _ in CONTAINERS],
+)
+def test_container_cost_by_memory_and_billing_in_effect_when_created(
+    table: PricingTable,
+    memory: str | None,
+    seconds: float,
+    day: str,
+    expected: str | None,
+    sessions: int | None,
+) -> None:
+    started = date.fromisoformat(day)
+    cost = container_cost(table, memory, seconds, started)
+    assert cost == (None if expected is None else D(expected))
+    assert container_sessions(table, memory, seconds, started) == sessions
+
+
+def test_container_time_cannot_be_negative(table: PricingTable) -> None:
+    for day in (date(2026, 6, 1), date(2026, 6, 2)):
+        with pytest.raises(ValueError, match="negative"):
+            container_cost(table, "1g", -1, day)
 
 
 # (bytes per tenant in GB, expected cost per tenant)
@@ -393,6 +635,42 @@ def test_a_user_table_replaces_the_shipped_one(tmp_path: Path) -> None:
     assert user.file_search_call(day) == D("0.0025")
     assert storage_costs(user, {"a": GIB}, day) == {"a": D("0.10")}
     assert load_pricing().token_price("gpt-4o", day) is not None
+
+
+def test_a_user_table_without_responses_prices_leaves_them_unpriced(tmp_path: Path) -> None:
+    own = tmp_path / "prices.yaml"
+    own.write_text(
+        "currency: USD\n"
+        "models:\n"
+        "  gpt-4o: [{from: 2024-01-01, input: 1.00, cached_input: 0.50, output: 2.00}]\n"
+        "tools:\n"
+        "  code_interpreter: [{from: 2024-01-01, per_session: 0.05, session_seconds: 3600}]\n"
+        "  file_search_storage:\n"
+        "    - {from: 2024-01-01, per_gb_day: 0.10, free_gb: 0, gb_bytes: 1073741824}\n"
+        "  file_search_calls:\n"
+        "    assistants: [{from: 2024-01-01, per_1000: 0}]\n"
+        "    responses: [{from: 2024-01-01, per_1000: 2.50}]\n"
+    )
+    user, day = load_pricing(own), date(2025, 1, 1)
+    assert token_cost(user, "gpt-4o", 2 * M, 0, day, cached_tokens=M, tier="auto") == D("1.50")
+    assert token_cost(user, "gpt-4o", M, 0, day, tier="flex") is None
+    assert tool_call_cost(user, "file_search_call", "gpt-4o", None, day) == D("0.0025")
+    assert tool_call_cost(user, "function_call", "gpt-4o", None, day) is None
+    assert container_cost(user, "1g", 60, day) is None
+
+
+def test_a_user_table_can_price_what_the_shipped_one_leaves_out(tmp_path: Path) -> None:
+    shipped = files("tollhouse").joinpath("pricing.yaml").read_text(encoding="utf-8")
+    extra = (
+        "    image_generation_call:\n"
+        "      - periods: [{from: 2025-05-21, per_1000: 40}]\n"
+        "    web_search_call:\n"
+    )
+    own = tmp_path / "prices.yaml"
+    own.write_text(shipped.replace("    web_search_call:\n", extra, 1))
+    user, day = load_pricing(own), date(2025, 9, 1)
+    assert tool_call_cost(user, "image_generation_call", "gpt-4.1", None, day) == D("0.04")
+    assert tool_call_cost(user, "web_search_call", "gpt-4.1", "web_search", day) == D("0.01")
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])

@@ -1,7 +1,9 @@
-"""The pricing table, and what tokens, tool sessions and storage cost under it.
+"""The pricing table, and what tokens, tool calls, containers and storage cost under it.
 
 Prices ship as ``pricing.yaml``, each with the date it takes effect; a user table replaces
-it. Money is ``Decimal`` throughout, rounded only for presentation (:func:`usd`).
+it. Money is ``Decimal`` throughout, rounded only for presentation (:func:`usd`). Whatever
+the table has no price for (a model, a service tier, a tool, a memory limit, a date before
+the first price) is unpriced: the cost functions return None, never zero.
 """
 
 from __future__ import annotations
@@ -13,17 +15,34 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
 from importlib import resources
 from itertools import pairwise
-from math import floor
+from math import ceil, floor
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 GIB = 2**30
 # Storage shares are carried to 1e-10 USD so that they sum exactly to the org total.
 STORAGE_PLACES = 10
+# Service tiers billed at the model's own (standard) prices; SPEC `ServiceTier`.
+STANDARD_TIERS = frozenset({"default", "auto"})
+# SPEC: a request may ask for `fast`; the response reports the tier as `priority`.
+TIER_ALIASES = {"fast": "priority"}
+# SPEC: a container's `memory_limit` defaults to 1g.
+DEFAULT_MEMORY_LIMIT = "1g"
+# Responses file_search calls are priced by `tools.file_search_calls.responses`.
+FILE_SEARCH_CALL = "file_search_call"
 
 
 class PricingError(Exception):
@@ -45,10 +64,15 @@ class Period(_Frozen):
 
 
 class TokenPrice(Period):
-    """USD per 1M tokens, in effect from ``effective`` until the model's next period."""
+    """USD per 1M tokens, in effect from ``effective`` until the model's next period.
+
+    ``cached_input`` and ``cache_write`` price the prompt tokens read from and written to
+    the prompt cache; None means no such price, and those tokens cost ``input``.
+    """
 
     input: Price
     cached_input: Price | None = None
+    cache_write: Price | None = None
     output: Price
 
     @model_validator(mode="after")
@@ -73,6 +97,31 @@ class CallPrice(Period):
     per_1000: Price
 
 
+class TierPrice(Period):
+    """A factor on every standard token price (input, cached, cache write, output)."""
+
+    multiplier: Price
+
+
+class MinutePrice(Period):
+    """A container billed per started minute, with a minimum per container."""
+
+    per_minute: Price
+    minimum_minutes: Annotated[int, Field(ge=0)]
+
+
+def _container_billing(value: Any) -> str:
+    if isinstance(value, dict):
+        return "minute" if "per_minute" in value else "session"
+    return "minute" if isinstance(value, MinutePrice) else "session"
+
+
+# Per session (blocks of ``session_seconds``) or per minute, told apart by the price field.
+ContainerPrice = Annotated[
+    Annotated[CodeInterpreterPrice, Tag("session")] | Annotated[MinutePrice, Tag("minute")],
+    Discriminator(_container_billing),
+]
+
 P = TypeVar("P", bound=Period)
 
 
@@ -88,6 +137,9 @@ TokenPeriods = Annotated[tuple[TokenPrice, ...], *_Ordered]
 CodeInterpreterPeriods = Annotated[tuple[CodeInterpreterPrice, ...], *_Ordered]
 StoragePeriods = Annotated[tuple[StoragePrice, ...], *_Ordered]
 CallPeriods = Annotated[tuple[CallPrice, ...], *_Ordered]
+TierPeriods = Annotated[tuple[TierPrice, ...], *_Ordered]
+ContainerPeriods = Annotated[tuple[ContainerPrice, ...], *_Ordered]
+Names = Annotated[tuple[str, ...], Field(min_length=1)]
 
 
 def _in_effect(periods: Sequence[P], at: date) -> P | None:
@@ -100,10 +152,32 @@ class FileSearchCalls(_Frozen):
     responses: CallPeriods
 
 
+class CallRule(_Frozen):
+    """The fee for one kind of call made with these tool versions by these models.
+
+    ``versions`` are tool types as the request declares them; ``models`` are names in
+    ``models``. None: any version, or any model (priced or not).
+    """
+
+    versions: Names | None = None
+    models: Names | None = None
+    periods: CallPeriods
+
+
+class TierRule(_Frozen):
+    """A service tier's multiplier for some models."""
+
+    models: Names
+    periods: TierPeriods
+
+
 class Tools(_Frozen):
     code_interpreter: CodeInterpreterPeriods
     file_search_storage: StoragePeriods
     file_search_calls: FileSearchCalls
+    # Responses API: per-call fees by output item type, and containers by memory limit.
+    calls: dict[str, tuple[CallRule, ...]] = {}
+    containers: dict[str, ContainerPeriods] = {}
 
 
 class PricingTable(_Frozen):
@@ -111,6 +185,7 @@ class PricingTable(_Frozen):
     sources: dict[str, str] = {}
     models: dict[str, TokenPeriods]
     aliases: dict[str, str] = {}
+    service_tiers: dict[str, tuple[TierRule, ...]] = {}
     tools: Tools
 
     @model_validator(mode="after")
@@ -120,23 +195,98 @@ class PricingTable(_Frozen):
                 raise ValueError(f"aliases.{alias}: is also in models; keep one of the two")
             if target not in self.models:
                 raise ValueError(f"aliases.{alias}: points at {target!r}, which is not in models")
-        priced: list[tuple[str, Sequence[Period]]] = [
-            *((f"models.{name}", periods) for name, periods in self.models.items()),
-            ("tools.code_interpreter", self.tools.code_interpreter),
-            ("tools.file_search_storage", self.tools.file_search_storage),
-            ("tools.file_search_calls.assistants", self.tools.file_search_calls.assistants),
-            ("tools.file_search_calls.responses", self.tools.file_search_calls.responses),
-        ]
-        for where, periods in priced:
-            for index, period in enumerate(periods):
-                unknown = sorted(set(period.sources) - set(self.sources))
-                if unknown:
-                    raise ValueError(f"{where}.{index}.sources: unknown source {unknown[0]!r}")
+        self._check_rules()
+        for where, period in self.priced():
+            unknown = sorted(set(period.sources) - set(self.sources))
+            if unknown:
+                raise ValueError(f"{where}.sources: unknown source {unknown[0]!r}")
         return self
+
+    def _check_rules(self) -> None:
+        if FILE_SEARCH_CALL in self.tools.calls:
+            where = f"tools.calls.{FILE_SEARCH_CALL}"
+            raise ValueError(f"{where}: priced by tools.file_search_calls.responses instead")
+        listed = [
+            (f"service_tiers.{tier}.{i}.models", rule.models)
+            for tier, rules in self.service_tiers.items()
+            for i, rule in enumerate(rules)
+        ] + [
+            (f"tools.calls.{kind}.{i}.models", rule.models or ())
+            for kind, rules in self.tools.calls.items()
+            for i, rule in enumerate(rules)
+        ]
+        for where, names in listed:
+            missing = [name for name in names if name not in self.models]
+            if missing:
+                raise ValueError(f"{where}: {missing[0]!r} is not in models")
+        for tier, rules in self.service_tiers.items():
+            if tier in STANDARD_TIERS or tier in TIER_ALIASES:
+                billed = repr(TIER_ALIASES[tier]) if tier in TIER_ALIASES else "standard prices"
+                raise ValueError(f"service_tiers.{tier}: billed at {billed}; it has no rules")
+            each = [name for rule in rules for name in rule.models]
+            twice = sorted({name for name in each if each.count(name) > 1})
+            if twice:
+                raise ValueError(f"service_tiers.{tier}: {twice[0]!r} is in more than one rule")
+
+    def priced(self) -> list[tuple[str, Period]]:
+        """Every price period in the table, each with where it is."""
+        tools = self.tools
+        groups: list[tuple[str, Sequence[Period]]] = [
+            *((f"models.{name}", periods) for name, periods in self.models.items()),
+            ("tools.code_interpreter", tools.code_interpreter),
+            ("tools.file_search_storage", tools.file_search_storage),
+            ("tools.file_search_calls.assistants", tools.file_search_calls.assistants),
+            ("tools.file_search_calls.responses", tools.file_search_calls.responses),
+            *((f"tools.containers.{size}", periods) for size, periods in tools.containers.items()),
+            *(
+                (f"tools.calls.{kind}.{i}.periods", rule.periods)
+                for kind, rules in tools.calls.items()
+                for i, rule in enumerate(rules)
+            ),
+            *(
+                (f"service_tiers.{tier}.{i}.periods", rule.periods)
+                for tier, rules in self.service_tiers.items()
+                for i, rule in enumerate(rules)
+            ),
+        ]
+        return [(f"{where}.{i}", period) for where, ps in groups for i, period in enumerate(ps)]
 
     def token_price(self, model: str, at: date) -> TokenPrice | None:
         """The model's price on ``at``; None when it is unpriced (unknown model, or too early)."""
         periods = self.models.get(self.aliases.get(model, model))
+        return None if periods is None else _in_effect(periods, at)
+
+    def tier_multiplier(self, model: str, tier: str | None, at: date) -> Decimal | None:
+        """1 for the standard tiers (None, default, auto); None: the tier is unpriced for
+        the model on ``at`` (scale, a tier the table does not list, a model it does not)."""
+        if tier is None or tier in STANDARD_TIERS:
+            return Decimal(1)
+        name = self.aliases.get(model, model)
+        for rule in self.service_tiers.get(TIER_ALIASES.get(tier, tier), ()):
+            if name in rule.models:
+                period = _in_effect(rule.periods, at)
+                return None if period is None else period.multiplier
+        return None
+
+    def call_price(
+        self, kind: str, model: str | None, version: str | None, at: date
+    ) -> CallPrice | None:
+        """The first rule for ``kind`` that matches the tool version and the model."""
+        if kind == FILE_SEARCH_CALL:
+            return _in_effect(self.tools.file_search_calls.responses, at)
+        name = None if model is None else self.aliases.get(model, model)
+        for rule in self.tools.calls.get(kind, ()):
+            if rule.versions is not None and version not in rule.versions:
+                continue
+            if rule.models is None or name in rule.models:
+                return _in_effect(rule.periods, at)
+        return None
+
+    def container_price(
+        self, memory_limit: str | None, at: date
+    ) -> CodeInterpreterPrice | MinutePrice | None:
+        size = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
+        periods = self.tools.containers.get(size)
         return None if periods is None else _in_effect(periods, at)
 
     def code_interpreter_session(self, at: date) -> Decimal:
@@ -232,16 +382,99 @@ def load_pricing(path: Path | None = None) -> PricingTable:
 
 
 def token_cost(
-    table: PricingTable, model: str | None, prompt_tokens: int, completion_tokens: int, at: date
+    table: PricingTable,
+    model: str | None,
+    prompt_tokens: int,
+    completion_tokens: int,
+    at: date,
+    *,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    tier: str | None = None,
 ) -> Decimal | None:
-    """What a run's tokens cost, all prompt tokens at the full input rate (run usage has
-    no cached split). None when the model is unpriced: metered, never priced at zero."""
-    if prompt_tokens < 0 or completion_tokens < 0:
+    """What tokens cost: a run's prompt and completion tokens, or a response's input and
+    output tokens. None when unpriced (model, or tier for it): metered, never priced at 0.
+
+    ``cached_tokens`` and ``cache_write_tokens`` are the part of the prompt read from and
+    written to the prompt cache (``input_tokens_details``); they cost ``cached_input`` and
+    ``cache_write``, or the full input rate where the period has no such price. Run usage
+    has neither, so a run's prompt is priced at the full input rate (an upper bound).
+    Reasoning tokens are part of the completion (output) tokens and cost the output rate.
+    ``tier`` is the service tier the response reports; see :meth:`tier_multiplier`.
+    """
+    counts = (prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens)
+    if min(counts) < 0:
         raise ValueError("token counts cannot be negative")
-    price = None if model is None else table.token_price(model, at)
+    if cached_tokens + cache_write_tokens > prompt_tokens:
+        raise ValueError("cached and cache-write tokens are part of, so at most, the prompt")
+    if model is None:
+        return None
+    price = table.token_price(model, at)
+    multiplier = table.tier_multiplier(model, tier, at)
+    if price is None or multiplier is None:
+        return None
+    cached = price.input if price.cached_input is None else price.cached_input
+    written = price.input if price.cache_write is None else price.cache_write
+    fresh = prompt_tokens - cached_tokens - cache_write_tokens
+    per_million = (
+        fresh * price.input
+        + cached_tokens * cached
+        + cache_write_tokens * written
+        + completion_tokens * price.output
+    )
+    return (per_million * multiplier).scaleb(-6)
+
+
+def tool_call_cost(
+    table: PricingTable, kind: str, model: str | None, version: str | None, at: date
+) -> Decimal | None:
+    """The fee for one Responses API tool call, on top of its tokens; None: unpriced.
+
+    ``kind`` is the output item's type (``web_search_call``, ``file_search_call``,
+    ``mcp_call``, ``function_call``, ...): one item is one billed call. ``version`` is the
+    tool type the request declared (``web_search``, ``web_search_preview``, or a dated
+    one), None if unknown. Search content tokens are input tokens (see :func:`token_cost`).
+    """
+    price = table.call_price(kind, model, version, at)
+    return None if price is None else price.per_1000.scaleb(-3)
+
+
+def _container_units(price: CodeInterpreterPrice | MinutePrice, active_seconds: float) -> int:
+    if active_seconds < 0:
+        raise ValueError("a container cannot be active for negative time")
+    if isinstance(price, MinutePrice):
+        return max(price.minimum_minutes, ceil(active_seconds / 60))
+    return max(1, ceil(active_seconds / price.session_seconds))
+
+
+def container_cost(
+    table: PricingTable, memory_limit: str | None, active_seconds: float, started_on: date
+) -> Decimal | None:
+    """What one Responses container costs, by the billing in effect the day it started.
+
+    ``active_seconds``: from the container's creation until it expired or was deleted;
+    ``memory_limit`` None is the API's default (1g). Per-session billing: the time is cut
+    into sessions of ``session_seconds`` from creation and every started session is paid,
+    at least one. Per-minute billing: every started minute is paid, at least
+    ``minimum_minutes``. None: no price for that memory limit on that day.
+    """
+    price = table.container_price(memory_limit, started_on)
     if price is None:
         return None
-    return (prompt_tokens * price.input + completion_tokens * price.output).scaleb(-6)
+    unit = price.per_minute if isinstance(price, MinutePrice) else price.per_session
+    return _container_units(price, active_seconds) * unit
+
+
+def container_sessions(
+    table: PricingTable, memory_limit: str | None, active_seconds: float, started_on: date
+) -> int | None:
+    """How many sessions :func:`container_cost` charges: the started session blocks, or
+    one per container under per-minute billing (to reconcile with the usage API)."""
+    price = table.container_price(memory_limit, started_on)
+    if price is None:
+        return None
+    units = _container_units(price, active_seconds)
+    return 1 if isinstance(price, MinutePrice) else units
 
 
 def storage_costs(
