@@ -716,6 +716,11 @@ PARSED = {
     "containers.create",
     "containers.files.create",
     "chat.completions.create",
+    # reads of the Responses era that carry a response or a container
+    "responses.retrieve",
+    "responses.cancel",
+    "containers.retrieve",
+    "containers.list",
 }
 
 
@@ -726,7 +731,8 @@ def test_wants_body(name: str) -> None:
 
 
 def test_unknown_operations_are_not_parsed() -> None:
-    assert not wants_body(classify("GET", "/v1/responses/resp_1"))
+    assert not wants_body(classify("GET", "/v1/fine_tuning/jobs"))
+    assert not wants_body(classify("POST", "/v1/batches"))
 
 
 # -- streamed events ---------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Usage extraction: what a JSON response body or one streamed event says was used or created.
 
 Pure and total: a body unlike the spec (an error, truncated, not JSON, a field of the wrong
-type) yields no observations, never an exception: metering must not break what it observes."""
+type) yields no observations, never an exception: metering must not break what it observes.
+``observe_json`` and ``observe_event`` report what the ledger records (runs, steps, created
+objects); the ``*_all`` forms report the Responses era's usage as well (``meter_responses``)."""
 
 from __future__ import annotations
 
@@ -10,17 +12,28 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from tollhouse.classify import ROUTES, Kind, Operation
+from tollhouse.meter_responses import (
+    ITEM_DONE,
+    RESPONSE_EVENTS,
+    SUCCESSOR_OBJECTS,
+    SuccessorSeen,
+    SuccessorStream,
+    successor_document,
+    successor_event,
+)
 from tollhouse.sse import SSEEvent, SSEParser
 
 TERMINAL_STATUSES: Final = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 MAX_JSON_BODY: Final = 64 * 1024 * 1024
 KEEP_MARKER: Final = "tollhouse_keep"
 
-# Reads and updates whose responses carry runs, steps or vector stores; every create counts too.
+# Reads and updates whose responses carry runs, steps, vector stores, responses or containers;
+# every create counts too.
 _READ_OPERATIONS: Final = frozenset(
     {"threads.runs.list", "threads.runs.retrieve", "threads.runs.update", "threads.runs.cancel"}
     | {"threads.runs.submit_tool_outputs", "threads.runs.steps.list", "threads.runs.steps.retrieve"}
     | {"vector_stores.list", "vector_stores.retrieve", "vector_stores.update"}
+    | SUCCESSOR_OBJECTS.keys()
 )
 METERED_OPERATIONS: Final[frozenset[str]] = _READ_OPERATIONS | {r.name for r in ROUTES if r.creates}
 
@@ -105,11 +118,15 @@ class ObjectSeen:
     usage_bytes: int | None
 
 
+# What the ledger records today; `Seen` is everything the meter reports.
 Observation = RunSeen | StepSeen | ObjectSeen
+Seen = Observation | SuccessorSeen
+# Events the Responses era reports from, besides chat chunks (event "message").
+_SUCCESSOR_EVENTS: Final = RESPONSE_EVENTS | {ITEM_DONE}
 
 
 def wants_body(operation: Operation) -> bool:
-    """Whether a response to ``operation`` can hold anything ``observe_json`` reports."""
+    """Whether a response to ``operation`` can hold anything ``observe_json_all`` reports."""
     return operation.creates is not None or operation.name in METERED_OPERATIONS
 
 
@@ -117,24 +134,60 @@ def observe_json(
     operation: Operation, status: int, body: bytes, *, max_body: int = MAX_JSON_BODY
 ) -> list[Observation]:
     """What a complete JSON response says was used or created; ``[]`` for anything else."""
+    objects = _objects(status, body, max_body)
+    return [seen for doc in objects for seen in _observe(operation, doc)]
+
+
+def observe_json_all(
+    operation: Operation, status: int, body: bytes, *, max_body: int = MAX_JSON_BODY
+) -> list[Seen]:
+    """``observe_json`` and, from the same parse, the responses, tool calls, containers and
+    chat completions the body shows."""
+    found: list[Seen] = []
+    for doc in _objects(status, body, max_body):
+        found += _observe(operation, doc)
+        found += successor_document(operation.name, doc)
+    return found
+
+
+def _objects(status: int, body: bytes, max_body: int) -> list[dict[str, Any]]:
+    """The objects of a successful JSON answer: itself, or the items of a list."""
     if not 200 <= status < 300 or len(body) > max_body:
         return []
     document = _load(body)
     if document is None:
         return []
     if document.get("object") != "list":
-        return _observe(operation, document)
+        return [document]
     items = document.get("data")
     if not isinstance(items, list):
         return []
-    return [seen for item in items if isinstance(item, dict) for seen in _observe(operation, item)]
+    return [item for item in items if isinstance(item, dict)]
+
+
+def observe_event_all(event: SSEEvent, stream: SuccessorStream | None = None) -> list[Seen]:
+    """``observe_event`` and the Responses era's usage. Alone, an event says what it can;
+    with the ``stream`` it belongs to, items are attributed to their response and a chat
+    stream that ends without usage (``data: [DONE]``) reports its completion unmetered."""
+    name = event.event
+    if name not in _SUCCESSOR_EVENTS and name != "message":
+        return [*observe_event(event)]
+    if name == "message" and event.data == "[DONE]":
+        return [*stream.end()] if stream is not None else []
+    document = _load(event.data) if name != "message" or event.data.startswith("{") else None
+    if document is None:
+        return []
+    found: list[Seen] = [*_successor_created(name, document)]
+    found += successor_event(name, document) if stream is None else stream.event(name, document)
+    return found
 
 
 def observe_event(event: SSEEvent) -> list[Observation]:
     """What one event of a stream says was used or created."""
     name = event.event
     if name == "response.created" or (name == "message" and event.data.startswith("{")):
-        return _successor_event(event)
+        document = _load(event.data)
+        return [] if document is None else _successor_created(name, document)
     # Deltas and message events are most of a stream and carry nothing metered: skip parsing.
     if name != "thread.created" and (
         not name.startswith("thread.run.") or name == "thread.run.step.delta"
@@ -155,28 +208,32 @@ def observe_event(event: SSEEvent) -> list[Observation]:
         return []
 
 
-def _successor_event(event: SSEEvent) -> list[Observation]:
+def _successor_created(name: str, document: dict[str, Any]) -> list[Observation]:
     """A Responses stream names its response first; each chunk of a chat stream, its completion."""
-    document = _load(event.data)
-    if document is None:
+    if name == "response.created":
+        created = document.get("response")
+    elif name == "message" and document.get("object") == "chat.completion.chunk":
+        created = document
+    else:
         return []
-    if event.event == "response.created":
-        document = document.get("response")
-    elif document.get("object") != "chat.completion.chunk":
-        return []
-    if not isinstance(document, dict) or str(document.get("object")) not in _CREATED:
+    if not isinstance(created, dict) or str(created.get("object")) not in _CREATED:
         return []
     try:
-        return [_created(document)]
+        return [_created(created)]
     except _Malformed:
         return []
 
 
 class StreamMeter:
-    """Observations from an Assistants event stream, fed in chunks as they are relayed."""
+    """Observations from an event stream, fed in chunks as they are relayed.
+
+    ``feed`` reports what ``observe_event`` does; ``feed_all`` (or ``observe`` for events
+    already parsed, then ``close`` when the stream ends however it ends) everything, with
+    what only the whole stream tells. Use one family or the other on one meter."""
 
     def __init__(self, parser: SSEParser | None = None) -> None:
         self.parser = parser if parser is not None else SSEParser()
+        self._successor = SuccessorStream()
 
     def feed(self, chunk: bytes) -> list[Observation]:
         return [seen for event in self.parser.feed(chunk) for seen in observe_event(event)]
@@ -184,6 +241,16 @@ class StreamMeter:
     def feed_events(self, chunk: bytes) -> list[SSEEvent]:
         """The complete events in ``chunk``, for callers that read more than usage."""
         return self.parser.feed(chunk)
+
+    def feed_all(self, chunk: bytes) -> list[Seen]:
+        return [seen for event in self.parser.feed(chunk) for seen in self.observe(event)]
+
+    def observe(self, event: SSEEvent) -> list[Seen]:
+        return observe_event_all(event, self._successor)
+
+    def close(self) -> list[Seen]:
+        """The stream ended: what it still held (reported once; later calls give nothing)."""
+        return [*self._successor.end()]
 
 
 _T = TypeVar("_T", str, int)
