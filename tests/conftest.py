@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
 from tests.servers import ServerThread, serve
-from tests.services import postgres_server
+from tests.services import postgres_server, redis_server
 from tollhouse.app import Tollhouse
 from tollhouse.db import engine_from_url, migrate
 from tollhouse.policy import Policy
@@ -126,6 +126,13 @@ def stack() -> Iterator[ExitStack]:
 def postgres_url() -> Iterator[str]:
     """One real PostgreSQL server for the session; tests clean up after themselves."""
     with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A real Redis server on loopback, one per test module."""
+    with redis_server() as url:
         yield url
 
 

@@ -22,9 +22,8 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 
 from tests.conftest import RunningProxy, running_proxy
-from tests.servers import ServerThread, serve
-from tests.services import redis_server
-from tests.upstreams import Clock, Faults, seeded_threads, threads
+from tests.servers import ServerThread
+from tests.upstreams import Clock, Faults, faulty_simulator, seeded_threads, threads
 from tollhouse import lease
 from tollhouse.buckets import Buckets, buckets_from_url
 from tollhouse.buckets.memory import MemoryBuckets
@@ -39,7 +38,7 @@ from tollhouse.pacing import CLEANER_TENANT, share_limit
 from tollhouse.policy import Policy, RateLimit, parse_policy
 from tollhouse.pricing import load_pricing
 from tollhouse.quota import Quota
-from tollhouse.simulator import Simulator, SimulatorConfig, create_app
+from tollhouse.simulator import Simulator, SimulatorConfig
 from tollhouse.tenants import Tenants
 
 DAY = 86_400
@@ -69,15 +68,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def upstream(clock: Clock) -> Iterator[tuple[ServerThread, Faults, Simulator]]:
-    app = create_app(
-        SimulatorConfig(clock=clock, file_processing_seconds=0, request_log_size=10_000)
-    )
-    faults = Faults(app)
-    with serve(faults) as server:
-        try:
-            yield server, faults, app.state.simulator
-        finally:
-            faults.release()
+    config = SimulatorConfig(clock=clock, file_processing_seconds=0, request_log_size=10_000)
+    with faulty_simulator(config) as running:
+        yield running
 
 
 @pytest.fixture
@@ -363,12 +356,6 @@ def test_the_share_is_a_per_minute_budget_with_a_burst_of_one() -> None:
     assert share_limit(RateLimit(requests_per_unit=10, unit="second"), 300, 0.25).requests_per_unit
     assert share_limit(RateLimit(unlimited=True), 300, 1.0).requests_per_unit == 299
     assert share_limit(org, 300, 0.001).requests_per_unit == 1
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])

@@ -21,9 +21,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from tests.conftest import running_proxy
-from tests.servers import ServerThread, serve
+from tests.servers import ServerThread
 from tests.services import require
-from tests.upstreams import Clock, Faults, own, threads
+from tests.upstreams import Clock, Faults, faulty_simulator, own, threads
 from tollhouse import lease
 from tollhouse.buckets.memory import MemoryBuckets
 from tollhouse.classify import Kind
@@ -34,7 +34,7 @@ from tollhouse.metrics import Metrics
 from tollhouse.models import CleanupAudit, CleanupSweep, OwnedObject
 from tollhouse.policy import load_policy, parse_policy
 from tollhouse.quota import Quota
-from tollhouse.simulator import Simulator, SimulatorConfig, create_app
+from tollhouse.simulator import Simulator, SimulatorConfig
 
 DAY = 86_400
 POLICY = """
@@ -52,13 +52,8 @@ cleanup:
 def upstream() -> Iterator[tuple[ServerThread, Faults, Simulator]]:
     """The simulator, its clock 40 days behind: what it creates now is 40 days old."""
     config = SimulatorConfig(clock=lambda: time.time() - 40 * DAY, file_processing_seconds=0)
-    app = create_app(config)
-    faults = Faults(app)
-    with serve(faults) as server:
-        try:
-            yield server, faults, app.state.simulator
-        finally:
-            faults.release()
+    with faulty_simulator(config) as running:
+        yield running
 
 
 @pytest.fixture

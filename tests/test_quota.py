@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.services import redis_server
 from tollhouse.buckets import Buckets, buckets_from_url
 from tollhouse.classify import RequestClass
 from tollhouse.policy import Policy, parse_policy
 from tollhouse.quota import Quota
 
 RUN = RequestClass.RUN_CREATE
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture(params=["memory", "redis"])

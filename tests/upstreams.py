@@ -15,17 +15,19 @@ import asyncio
 import json
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import openai
 from sqlalchemy import Engine
 
+from tests.servers import ServerThread, serve
 from tollhouse import ledger
 from tollhouse.classify import Kind
 from tollhouse.ledger import Batch, Owned
 from tollhouse.meter import ObjectSeen
-from tollhouse.simulator import Simulator
+from tollhouse.simulator import Simulator, SimulatorConfig, create_app
 from tollhouse.simulator.store import new_id
 from tollhouse.simulator.threads import thread_object
 
@@ -153,3 +155,15 @@ def threads(client: openai.OpenAI, engine: Engine, tenant: str, count: int) -> l
     created = [client.beta.threads.create() for _ in range(count)]
     own(engine, tenant, [(t.id, Kind.THREAD, t.created_at) for t in created])
     return [t.id for t in created]
+
+
+@contextmanager
+def faulty_simulator(config: SimulatorConfig) -> Iterator[tuple[ServerThread, Faults, Simulator]]:
+    """The simulator behind ``Faults`` on a loopback port: the server, the faults, its state."""
+    app = create_app(config)
+    faults = Faults(app)
+    with serve(faults) as server:
+        try:
+            yield server, faults, app.state.simulator
+        finally:
+            faults.release()
