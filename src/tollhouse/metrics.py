@@ -318,6 +318,14 @@ class Metrics:
         for (tenant, kind), count in found.items():
             self.stale_resources.labels(tenant, kind).set(count)
 
+    def _initialise_costs(self, tenants: tuple[str, ...]) -> None:
+        for tenant in tenants:
+            for component in COST_COMPONENTS:
+                self.cost.labels(tenant, component)
+            self.code_interpreter_sessions.labels(tenant)
+            self.file_search_calls.labels(tenant)
+            self.run_polls.labels(tenant)
+
     def _initialise(self, tenants: Iterable[str]) -> None:
         """Create the known label sets at zero so rates and alerts see them from the start."""
         tenants = tuple(tenants)
@@ -337,12 +345,7 @@ class Metrics:
             self.ratelimit_wait.labels(request_class)
             for code in UPSTREAM_CODES:
                 self.upstream_responses.labels(request_class, code)
-        for tenant in tenants:
-            for component in COST_COMPONENTS:
-                self.cost.labels(tenant, component)
-            self.code_interpreter_sessions.labels(tenant)
-            self.file_search_calls.labels(tenant)
-            self.run_polls.labels(tenant)
+        self._initialise_costs(tenants)
         for reason in ("client_disconnect", "upstream_error"):
             self.stream_aborts.labels(reason)
         for kind in CLEANUP_KINDS:

@@ -347,15 +347,7 @@ class Proxy:
             # Every answer an isolated tenant gets comes in a coding tollhouse can undo,
             # refused (twinned) or not, so the two cannot be told apart by their coding.
             headers = narrowed(headers)
-        if twins:
-            self._metrics.isolation_denials.labels(exchange.identity.label, operation.name).inc()
-            log.info("%s %s named objects %s cannot reach", method, operation.name, tenant)
-            exchange.touches = False
-        elif owned_parent and isolated:  # an admin's sightings would take others' objects
-            exchange.observer.sighting = True
-            exchange.observer.named = frozenset(
-                [*operation.params.values(), *(i for _, i in references.references(document))]
-            )
+            self._mark(exchange, twins, owned_parent, document)
         if isinstance(body, bytes):
             headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
         exchange.upstream_started = self._clock()
@@ -380,6 +372,21 @@ class Proxy:
                 await self._relay(response, receive, send, exchange)
         finally:
             response.close()
+
+    def _mark(
+        self, exchange: _Exchange, twins: Twins, owned_parent: bool, document: object
+    ) -> None:
+        """Count a refusal; or let the observer take what the tenant's own answer holds."""
+        operation = exchange.operation
+        if twins:
+            self._metrics.isolation_denials.labels(exchange.identity.label, operation.name).inc()
+            log.info("%s named objects %s cannot reach", operation.name, exchange.identity.tenant)
+            exchange.touches = False
+        elif owned_parent:  # (admins are not isolated: their sightings would take others')
+            exchange.observer.sighting = True
+            exchange.observer.named = frozenset(
+                [*operation.params.values(), *(i for _, i in references.references(document))]
+            )
 
     async def _isolate(
         self, tenant: str, operation: Operation, raw_path: str, query: str, document: object

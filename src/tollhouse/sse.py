@@ -41,10 +41,11 @@ class SSEParser:
         self._size = 0  # characters of the current event's lines, comments included
         self._skipping = False  # inside an oversize event: ignore lines until it ends
 
-    def feed(self, chunk: bytes) -> list[SSEEvent]:
+    def _text(self, chunk: bytes) -> str:
+        """The chunk as text with every line ending a "\\n" (a pair cut in two included)."""
         text = self._decoder.decode(chunk)
         if not text:
-            return []
+            return text
         if not self._started:
             self._started = True
             if text[0] == "\ufeff":
@@ -56,6 +57,12 @@ class SSEParser:
         if "\r" in text:
             self._after_cr = text[-1] == "\r"
             text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return text
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        text = self._text(chunk)
+        if not text:
+            return []
         if "\n" not in text:
             self._hold_partial(text)
             return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,45 +84,66 @@ def _tool(item: object, param: str) -> dict[str, Any]:
             param=f"{param}.type",
             code="invalid_value",
         )
-    if kind == "function":
-        name = item.get("name")
-        if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
-            raise bad_request(
-                f"Invalid '{param}.name': string does not match pattern. Expected a string "
-                "that matches the pattern '^[a-zA-Z0-9_-]+$' with at most 64 characters.",
-                param=f"{param}.name",
-                code="invalid_value",
-            )
-        return {"description": None, "parameters": None, "strict": True, **item}
-    if kind == "file_search":
-        ids = item.get("vector_store_ids")
-        if ids is None:
-            raise missing(f"{param}.vector_store_ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise invalid_type(f"{param}.vector_store_ids", "an array of strings", ids)
-        return dict(item)
-    if kind == "code_interpreter":
-        container = item.get("container")
-        if container is None:
-            raise missing(f"{param}.container")
-        if not isinstance(container, str) and not (
-            isinstance(container, dict) and container.get("type") == "auto"
-        ):
-            raise bad_request(
-                f"Invalid '{param}.container': expected a container id or {{'type': 'auto'}}.",
-                param=f"{param}.container",
-                code="invalid_value",
-            )
-        return dict(item)
-    if kind == "mcp":
-        if not isinstance(item.get("server_label"), str):
-            raise missing(f"{param}.server_label")
-        if not isinstance(item.get("server_url") or item.get("connector_id"), str):
-            raise missing(f"{param}.server_url")
-        return dict(item)
-    if kind == "image_generation":
-        return {**_IMAGE_DEFAULTS, **item}
+    check = _TOOL_CHECKS.get(str(kind))
+    return check(item, param) if check is not None else dict(item)
+
+
+def _function(item: dict[str, Any], param: str) -> dict[str, Any]:
+    name = item.get("name")
+    if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+        raise bad_request(
+            f"Invalid '{param}.name': string does not match pattern. Expected a string "
+            "that matches the pattern '^[a-zA-Z0-9_-]+$' with at most 64 characters.",
+            param=f"{param}.name",
+            code="invalid_value",
+        )
+    return {"description": None, "parameters": None, "strict": True, **item}
+
+
+def _file_search(item: dict[str, Any], param: str) -> dict[str, Any]:
+    ids = item.get("vector_store_ids")
+    if ids is None:
+        raise missing(f"{param}.vector_store_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise invalid_type(f"{param}.vector_store_ids", "an array of strings", ids)
     return dict(item)
+
+
+def _code_interpreter(item: dict[str, Any], param: str) -> dict[str, Any]:
+    container = item.get("container")
+    if container is None:
+        raise missing(f"{param}.container")
+    if not isinstance(container, str) and not (
+        isinstance(container, dict) and container.get("type") == "auto"
+    ):
+        raise bad_request(
+            f"Invalid '{param}.container': expected a container id or {{'type': 'auto'}}.",
+            param=f"{param}.container",
+            code="invalid_value",
+        )
+    return dict(item)
+
+
+def _mcp_tool(item: dict[str, Any], param: str) -> dict[str, Any]:
+    if not isinstance(item.get("server_label"), str):
+        raise missing(f"{param}.server_label")
+    if not isinstance(item.get("server_url") or item.get("connector_id"), str):
+        raise missing(f"{param}.server_url")
+    return dict(item)
+
+
+def _image_generation(item: dict[str, Any], param: str) -> dict[str, Any]:
+    return {**_IMAGE_DEFAULTS, **item}
+
+
+# Per tool type, what its entry must hold and the defaults it is echoed with.
+_TOOL_CHECKS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
+    "function": _function,
+    "file_search": _file_search,
+    "code_interpreter": _code_interpreter,
+    "mcp": _mcp_tool,
+    "image_generation": _image_generation,
+}
 
 
 def parse_tool_choice(body: Body, tools: list[dict[str, Any]]) -> str | dict[str, Any]:
