@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -157,6 +158,15 @@ def test_a_frozen_postgresql_fails_a_call_within_the_statement_timeout() -> None
             engine.dispose()
 
 
+def lookup_status(acme: openai.OpenAI, number: int) -> tuple[int, float]:
+    began = time.monotonic()
+    try:
+        acme.beta.threads.retrieve(f"thread_nowhere{number:016d}")
+    except openai.APIStatusError as exc:
+        return exc.status_code, time.monotonic() - began
+    return 200, time.monotonic() - began
+
+
 def test_a_frozen_postgresql_holds_up_no_create(simulator: ServerThread) -> None:
     upstream = openai.OpenAI(base_url=simulator.url + "/v1", api_key="sk-test", max_retries=0)
     elsewhere = upstream.beta.threads.create()  # not created through tollhouse: not in memory
@@ -177,9 +187,17 @@ def test_a_frozen_postgresql_holds_up_no_create(simulator: ServerThread) -> None
                 created.append(create(acme, len(created)))
             with pytest.raises(openai.APIStatusError) as refused:
                 acme.beta.threads.retrieve(elsewhere.id)
+            # Lookups at once, more than there are threads for them: none queues past
+            # its bound behind calls hung on the frozen database.
+            with ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(lookup_status, [acme] * 16, range(16)))
             # All of that was answered while the database was still frozen.
             assert all(stopped(pid) for pid in processes)
         assert refused.value.status_code == 503
+        assert [status for status, _ in answers] == [503] * 16
+        # The bound a lookup promises: the statement timeout (2 s here) and a second
+        # for the watchdog; queued behind hung calls they took 7 s and more.
+        assert max(took for _, took in answers) < 2 + 1 + 1.5
         assert refused.value.response.json()["error"] == {
             "message": refused.value.response.json()["error"]["message"],
             "type": "server_error",

@@ -90,7 +90,13 @@ class Tollhouse:
             clock=clock,
             owner_timeout=settings.owner_write_timeout,
         )
-        self.ownership = Ownership(self.engine, self.writer, lambda: self.quota.policy)
+        self.ownership = Ownership(
+            self.engine,
+            self.writer,
+            lambda: self.quota.policy,
+            # the database's statement timeout, and the watchdog's half second past it
+            lookup_timeout=settings.database_statement_timeout + 1.0,
+        )
         self.forwarder = Forwarder(
             UpstreamSettings(
                 url=settings.upstream_url,
@@ -282,6 +288,8 @@ class Tollhouse:
                 )
         await self.forwarder.close()
         await self.buckets.close()
+        await self.ownership.settled()  # sightings being confirmed reach the writer
+        self.ownership.close()
         await self.writer.close()
         # Everything handed to the writer is in the ledger or the spool now. A recovery
         # still unfinished keeps the marker, so the next start takes it up again.

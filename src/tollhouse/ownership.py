@@ -14,7 +14,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -48,6 +49,7 @@ RECORDED = frozenset(
 )
 NOBODY = ""  # cached: the object has no recorded owner
 LOOKUP_CHUNK = 500  # ids per ledger query
+LOOKUP_THREADS = 8
 
 
 class LedgerUnavailable(TollhouseError):
@@ -85,8 +87,14 @@ class Ownership:
         capacity: int = 200_000,
         unknown_ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        lookup_timeout: float = 6.0,
     ) -> None:
         self._engine = engine
+        # Lookups have threads of their own and a deadline of their own: while the
+        # database hangs, calls stuck in threads must not make later requests queue
+        # past the bound (the database's own timeouts free the threads later).
+        self._lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="owner-lookup")
+        self._lookup_timeout = lookup_timeout
         self._writer = writer
         self._policy = policy
         self._owners: OrderedDict[str, tuple[str, float]] = OrderedDict()
@@ -131,9 +139,9 @@ class Ownership:
         for start in range(0, len(missing), LOOKUP_CHUNK):
             chunk = missing[start : start + LOOKUP_CHUNK]
             try:
-                found = await asyncio.to_thread(ledger.owners, self._engine, chunk)
-            except SQLAlchemyError as exc:
-                log.warning("owner lookup failed, request not forwarded: %s", exc)
+                found = await self._lookup(chunk)
+            except (SQLAlchemyError, TimeoutError) as exc:
+                log.warning("owner lookup failed, request not forwarded: %r", exc)
                 raise LedgerUnavailable("owner lookup failed") from exc
             for object_id in chunk:
                 self._remember(object_id, found.get(object_id, NOBODY))
@@ -180,6 +188,14 @@ class Ownership:
         self._checks.add(check)
         check.add_done_callback(self._checks.discard)
 
+    async def _lookup(self, ids: list[str]) -> Mapping[str, str]:
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self._lookups, ledger.owners, self._engine, ids)
+        return await asyncio.wait_for(call, self._lookup_timeout)
+
+    def close(self) -> None:
+        self._lookups.shutdown(wait=False)
+
     async def settled(self) -> None:
         """Wait for the sightings being confirmed now (tests, and a clean shutdown)."""
         while self._checks:
@@ -187,8 +203,8 @@ class Ownership:
 
     async def _confirm(self, tenant: str, fresh: list[Sighting]) -> None:
         try:
-            found = await asyncio.to_thread(ledger.owners, self._engine, [s.id for s in fresh])
-        except SQLAlchemyError as exc:
+            found = await self._lookup([s.id for s in fresh])
+        except (SQLAlchemyError, TimeoutError) as exc:
             log.warning(
                 "owner lookup for %d sighted objects failed; none claimed: %s", len(fresh), exc
             )
