@@ -6,7 +6,9 @@ load from elsewhere on the machine hits all of them alike:
 - ``direct``: the fast upstream, on the load generator's core;
 - ``through``: tollhouse (on its own core) in front of that upstream;
 - ``cross_core``: a second fast upstream on tollhouse's core, without tollhouse,
-  for the cost of crossing cores alone (the floor of any proxy on another core).
+  for the cost of crossing cores alone (the floor of any proxy on another core);
+- ``reference``: a bare Starlette + aiohttp proxy (``reference.py``) on tollhouse's
+  core, in front of the same upstream: what forwarding alone costs, written plainly.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from client import Connection, multipart_upload
 from loadgen import LoadError, LoadResult, run_wrk
-from processes import MB, CpuMeter, RssSampler, Tollhouse, Upstream
+from processes import MB, CpuMeter, PortProcess, Reference, RssSampler, Tollhouse, Upstream
 
 SSE_PATH = "/v1/threads/thread_abc/runs"
 SSE_BODY = b'{"assistant_id":"asst_abc","stream":true}'
@@ -54,6 +56,7 @@ class Setup:
     upstream: Upstream
     cross_core: Upstream
     tollhouse: Tollhouse
+    reference: Reference
     meter: CpuMeter
     duration: float
     warmup: float
@@ -61,7 +64,11 @@ class Setup:
     settle: float  # at most this many seconds of waiting for a quiet machine per case
 
     def urls(self, with_cross_core: bool) -> dict[str, str]:
-        urls = {"direct": self.upstream.url, "through": self.tollhouse.url}
+        urls = {
+            "direct": self.upstream.url,
+            "through": self.tollhouse.url,
+            "reference": self.reference.url,
+        }
         if with_cross_core:
             urls["cross_core"] = self.cross_core.url
         return urls
@@ -70,8 +77,13 @@ class Setup:
         return {
             "direct": self.upstream.port,
             "through": self.tollhouse.port,
+            "reference": self.reference.port,
             "cross_core": self.cross_core.port,
         }
+
+    def proxy(self, name: str) -> Tollhouse | PortProcess | None:
+        """The proxy process behind a target, whose CPU time is measured."""
+        return {"through": self.tollhouse, "reference": self.reference}.get(name)
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -100,16 +112,18 @@ def _small_json_row(setup: Setup, scenario: Scenario, connections: int) -> dict[
     case = setup.meter.mark()
     for _ in range(setup.repeat):
         for name, url in urls.items():
-            cpu, wall, mark = setup.tollhouse.cpu_seconds(), time.monotonic(), setup.meter.mark()
+            proxy = setup.proxy(name)
+            cpu = proxy.cpu_seconds() if proxy is not None else 0.0
+            wall, mark = time.monotonic(), setup.meter.mark()
             result = _load(url, scenario, connections, setup.duration)
             run = {"rps": result.rps, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms}
             run["background_cpu"] = setup.meter.background(mark)
-            if name == "through":
-                cpu = setup.tollhouse.cpu_seconds() - cpu
-                run["tollhouse_busy"] = cpu / (time.monotonic() - wall)
+            if proxy is not None:
+                cpu = proxy.cpu_seconds() - cpu
+                run["busy"] = cpu / (time.monotonic() - wall)
                 # CPU time per request hardly depends on other load on the machine: its
                 # inverse is what one core can forward, however noisy the clock times are.
-                run["tollhouse_cpu_us_per_request"] = cpu / result.requests * 1e6
+                run["cpu_us_per_request"] = cpu / result.requests * 1e6
             runs[name].append(run)
     row: dict[str, Any] = {"scenario": scenario.name, "concurrency": connections}
     row |= {name: _median(results) for name, results in runs.items()}
@@ -123,11 +137,13 @@ def small_json(setup: Setup) -> list[dict[str, Any]]:
     for scenario in SCENARIOS:
         for connections in CONCURRENCY:
             row = _small_json_row(setup, scenario, connections)
-            direct, through = row["direct"], row["through"]
+            direct, through, reference = row["direct"], row["through"], row["reference"]
             print(
                 f"  {scenario.name:<13} c={connections:<3} req/s {direct['rps']:>7,.0f} -> "
-                f"{through['rps']:>6,.0f}  p50 {direct['p50_ms']:.3f} -> {through['p50_ms']:.3f} "
-                f"ms  p99 {direct['p99_ms']:.3f} -> {through['p99_ms']:.3f} ms",
+                f"{through['rps']:>6,.0f} (reference {reference['rps']:,.0f})  p50 "
+                f"{direct['p50_ms']:.3f} -> {through['p50_ms']:.3f} ({reference['p50_ms']:.3f}) "
+                f"ms  p99 {direct['p99_ms']:.3f} -> {through['p99_ms']:.3f} "
+                f"({reference['p99_ms']:.3f}) ms",
                 flush=True,
             )
             rows.append(row)
@@ -156,10 +172,11 @@ def first_events(setup: Setup, requests: int) -> dict[str, Any]:
         for name, values in seconds.items()
     }
     result |= {"requests": requests, "background_cpu": setup.meter.background(mark)}
-    direct, through = result["direct"], result["through"]
+    direct, through, reference = result["direct"], result["through"], result["reference"]
     print(
-        f"  first SSE event p50 {direct['p50_ms']:.3f} -> {through['p50_ms']:.3f} ms, "
-        f"p99 {direct['p99_ms']:.3f} -> {through['p99_ms']:.3f} ms",
+        f"  first SSE event p50 {direct['p50_ms']:.3f} -> {through['p50_ms']:.3f} ms "
+        f"(reference {reference['p50_ms']:.3f}), p99 {direct['p99_ms']:.3f} -> "
+        f"{through['p99_ms']:.3f} ms (reference {reference['p99_ms']:.3f})",
         flush=True,
     )
     return result

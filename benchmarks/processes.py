@@ -20,6 +20,7 @@ from typing import IO
 import psutil
 
 UPSTREAM_SCRIPT = Path(__file__).with_name("upstream.py")
+REFERENCE_SCRIPT = Path(__file__).with_name("reference.py")
 MB = 1024 * 1024
 
 
@@ -51,12 +52,12 @@ def tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-class Upstream:
-    """``benchmarks/upstream.py`` in a child process; it reports its own port."""
+class PortProcess:
+    """A benchmark script in a child process, pinned to a CPU; it reports its own port."""
 
-    def __init__(self, cpu: int, download_bytes: int, log: IO[bytes]) -> None:
+    def __init__(self, command: list[str], cpu: int, log: IO[bytes], what: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(UPSTREAM_SCRIPT), "--download-bytes", str(download_bytes)],
+            [sys.executable, *command],
             stdout=subprocess.PIPE,
             stderr=log,
             preexec_fn=pinned_to(cpu),  # safe: no threads exist yet
@@ -65,7 +66,7 @@ class Upstream:
         line = self.process.stdout.readline()
         if not line.strip().isdigit():
             self.stop()
-            raise StartError(f"the upstream did not start (exit code {self.process.poll()})")
+            raise StartError(f"{what} did not start (exit code {self.process.poll()})")
         self.port = int(line)
         self.ps = psutil.Process(self.process.pid)
 
@@ -73,10 +74,30 @@ class Upstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(self.ps)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+class Upstream(PortProcess):
+    """``benchmarks/upstream.py``: the fast stand-in for the upstream API."""
+
+    def __init__(self, cpu: int, download_bytes: int, log: IO[bytes]) -> None:
+        command = [str(UPSTREAM_SCRIPT), "--download-bytes", str(download_bytes)]
+        super().__init__(command, cpu, log, "the upstream")
+
+
+class Reference(PortProcess):
+    """``benchmarks/reference.py``: the bare Starlette + aiohttp proxy, for comparison."""
+
+    def __init__(self, cpu: int, upstream_url: str, log: IO[bytes]) -> None:
+        super().__init__(
+            [str(REFERENCE_SCRIPT), f"--upstream={upstream_url}"], cpu, log, "the reference proxy"
+        )
 
 
 class Tollhouse:

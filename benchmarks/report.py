@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-# Upper bounds, except the throughput floors THROUGH_RPS_C32 and REFUSED_PER_S.
+# Upper bounds, except the floors THROUGH_RPS_C32, REFERENCE_RPS_RATIO and REFUSED_PER_S.
 ADDED_P50_C1_MS = 0.5
 ADDED_P99_C1_MS = 2.0
 THROUGH_RPS_C32 = 3000.0
+# Against the bare Starlette + aiohttp reference proxy: at least this many times its
+# requests/s at c=32, and latencies (c=1 p50 and p99, first SSE event) no worse than its.
+REFERENCE_RPS_RATIO = 1.3
 REFUSED_PER_S = 5000.0
 SSE_ADDED_MS = 1.0
 UPLOAD_RSS_RISE_MB = 30.0
@@ -31,19 +34,29 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
     for row in results["small_json"]:
         direct, through, name = row["direct"], row["through"], row["scenario"]
+        reference = row["reference"]
         if row["concurrency"] == 1:
             added_p50 = through["p50_ms"] - direct["p50_ms"]
             added_p99 = through["p99_ms"] - direct["p99_ms"]
             found.append(_target(f"{name}: added p50, c=1", added_p50, ADDED_P50_C1_MS, "ms"))
             found.append(_target(f"{name}: added p99, c=1", added_p99, ADDED_P99_C1_MS, "ms"))
+            for key in ("p50_ms", "p99_ms"):
+                over = through[key] - reference[key]
+                found.append(_target(f"{name}: {key[:3]} - reference's, c=1", over, 0.0, "ms"))
         if row["concurrency"] == 32:
             rps = through["rps"]
             found.append(
                 _target(f"{name}: req/s through, c=32", rps, THROUGH_RPS_C32, "req/s", True)
             )
+            ratio = rps / reference["rps"]
+            found.append(
+                _target(f"{name}: req/s / reference's, c=32", ratio, REFERENCE_RPS_RATIO, "x", True)
+            )
     sse = results["sse_first_event"]
     added = sse["through"]["p50_ms"] - sse["direct"]["p50_ms"]
     found.append(_target("first SSE event: added p50", added, SSE_ADDED_MS, "ms"))
+    over = sse["through"]["p50_ms"] - sse["reference"]["p50_ms"]
+    found.append(_target("first SSE event: p50 - reference's", over, 0.0, "ms"))
     hammered = results["runaway"]
     found.append(
         _target(
@@ -84,7 +97,7 @@ def _small_json(results: dict[str, Any]) -> None:
         for key in ("p50_ms", "p99_ms"):
             added = through[key] - direct[key]
             cells += f"{direct[key]:>8.3f}{through[key]:>9.3f}{added:>+8.3f} "
-        busy, per_request = through["tollhouse_busy"], through["tollhouse_cpu_us_per_request"]
+        busy, per_request = through["busy"], through["cpu_us_per_request"]
         cells += f"{busy:>6.0%}{per_request:>8.0f}"
         cells += f"{row['background_cpu']:>8.0%}"
         print(cells + _noisy(row["background_cpu"]))
@@ -96,11 +109,27 @@ def _small_json(results: dict[str, Any]) -> None:
     ]
     print("Cross-core floor, c=1 (the fast upstream on tollhouse's core): " + "; ".join(floors))
     capacity = [
-        f"{row['scenario']} {1e6 / row['through']['tollhouse_cpu_us_per_request']:,.0f} req/s"
+        f"{row['scenario']} {1e6 / row['through']['cpu_us_per_request']:,.0f} req/s"
         for row in results["small_json"]
         if row["concurrency"] > 1
     ]
     print("One core's capacity from tollhouse's CPU time per request: " + "; ".join(capacity))
+
+
+def _reference(results: dict[str, Any]) -> None:
+    print("\nAgainst the reference proxy (bare Starlette + aiohttp, same core, same upstream)")
+    pair = f"{'reference':>10}{'through':>9}"
+    print(f"{'scenario':<13}{'conc':>5}{pair}{'ratio':>6} {pair} {pair} {pair}")
+    print(f"{'':<18}{'req/s':^25} {'p50 ms':^19} {'p99 ms':^19} {'CPU us/req':^19}")
+    for row in results["small_json"]:
+        reference, through = row["reference"], row["through"]
+        cells = f"{row['scenario']:<13}{row['concurrency']:>5}"
+        ratio = through["rps"] / reference["rps"]
+        cells += f"{reference['rps']:>10,.0f}{through['rps']:>9,.0f}{ratio:>6.2f} "
+        for key in ("p50_ms", "p99_ms"):
+            cells += f"{reference[key]:>10.3f}{through[key]:>9.3f} "
+        cells += f"{reference['cpu_us_per_request']:>10.0f}{through['cpu_us_per_request']:>9.0f}"
+        print(cells + _noisy(row["background_cpu"]))
 
 
 def _first_event(results: dict[str, Any]) -> None:
@@ -109,7 +138,7 @@ def _first_event(results: dict[str, Any]) -> None:
         f"\nTime to first SSE event: {sse['requests']} streaming run creations each, one at a time"
     )
     print(f"{'':<12}{'p50 ms':>9}{'p99 ms':>9}")
-    for name in ("direct", "through", "cross_core"):
+    for name in ("direct", "through", "reference", "cross_core"):
         print(f"{name:<12}{sse[name]['p50_ms']:>9.3f}{sse[name]['p99_ms']:>9.3f}")
     added = [sse["through"][key] - sse["direct"][key] for key in ("p50_ms", "p99_ms")]
     print(f"{'added':<12}{added[0]:>+9.3f}{added[1]:>+9.3f}{_noisy(sse['background_cpu'])}")
@@ -135,6 +164,7 @@ def print_report(results: dict[str, Any]) -> None:
         f"Python {machine['python']}"
     )
     _small_json(results)
+    _reference(results)
     _first_event(results)
     _transfers(results)
     memory, process = results["memory"], results["tollhouse"]

@@ -22,7 +22,7 @@ from typing import Any
 
 from loadgen import LoadError, wrk_path
 from measure import Setup, first_events, runaway, small_json, transfers
-from processes import MB, CpuMeter, RssSampler, StartError, Tollhouse, Upstream, tail
+from processes import MB, CpuMeter, Reference, RssSampler, StartError, Tollhouse, Upstream, tail
 from report import print_report, targets
 
 HERE = Path(__file__).parent
@@ -68,13 +68,15 @@ def measure_all(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     proxy_cpu, load_cpu = cpus()
     os.sched_setaffinity(0, {load_cpu})  # wrk and this process's client inherit it
-    started: list[Upstream | Tollhouse] = []
+    started: list[Upstream | Reference | Tollhouse] = []
     try:
         with (workdir / "upstream.log").open("wb") as log:
             upstream = Upstream(load_cpu, args.transfer_mb * MB, log)
             started.append(upstream)
             cross_core = Upstream(proxy_cpu, args.transfer_mb * MB, log)
             started.append(cross_core)
+            reference = Reference(proxy_cpu, upstream.url, log)
+            started.append(reference)
         tollhouse = Tollhouse(proxy_cpu, upstream.url, args.policy, workdir / "tollhouse.log")
         started.append(tollhouse)
         ready_seconds = tollhouse.wait_ready()
@@ -83,7 +85,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             upstream=upstream,
             cross_core=cross_core,
             tollhouse=tollhouse,
-            meter=CpuMeter(upstream.ps, cross_core.ps, tollhouse.ps),
+            reference=reference,
+            meter=CpuMeter(upstream.ps, cross_core.ps, reference.ps, tollhouse.ps),
             duration=args.duration,
             warmup=args.warmup,
             repeat=args.repeat,

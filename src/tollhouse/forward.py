@@ -246,11 +246,11 @@ async def _watched(body: AsyncIterator[bytes], failed: list[BaseException]) -> A
 class UpstreamResponse:
     """A response whose head arrived; its body is read as it comes."""
 
-    __slots__ = ("_media", "_response", "_upstream", "content_length", "headers", "status")
+    __slots__ = ("_errors", "_media", "_response", "content_length", "headers", "status")
 
-    def __init__(self, response: aiohttp.ClientResponse, upstream: str) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, errors: _TransportErrors) -> None:
         self._response = response
-        self._upstream = upstream
+        self._errors = errors
         self.status = response.status
         # forwarded_headers() and the framing in one pass: this runs for every response
         kept: Headers = []
@@ -258,7 +258,8 @@ class UpstreamResponse:
         length: int | None = None
         chunked = False
         self._media = b""
-        for name, value in response.raw_headers:
+        for item in response.raw_headers:
+            name, value = item
             folded = name.lower()
             if folded in HOP_BY_HOP:
                 if folded == b"connection":
@@ -270,7 +271,7 @@ class UpstreamResponse:
                 length = int(value)
             elif folded == b"content-type":
                 self._media = value
-            kept.append((name, value))
+            kept.append(item)  # aiohttp's own tuple: fewer objects per request for the GC
         if named:  # the fields a Connection header names are hop-by-hop too
             kept = [(name, value) for name, value in kept if name.lower() not in named]
         self.headers: Headers = kept
@@ -283,12 +284,12 @@ class UpstreamResponse:
         return media.decode("latin-1") or "application/octet-stream"
 
     async def read(self) -> bytes:
-        with map_transport_errors(self._upstream):
+        with self._errors:
             return await self._response.read()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, each chunk as soon as it is there (SSE events at once)."""
-        with map_transport_errors(self._upstream):
+        with self._errors:
             async for chunk in self._response.content.iter_any():
                 yield chunk
 
@@ -310,6 +311,7 @@ class Forwarder:
         self._prefix = parts.path.rstrip("/").removesuffix("/v1")
         self._origin = str(URL(base).origin())
         self._name = base
+        self._errors = _TransportErrors(base)  # stateless: one for every request
         self._settings = settings
         # Read now, so that a bad CA bundle or key stops tollhouse at start-up.
         self._tls = tls_context(settings)
@@ -366,10 +368,14 @@ class Forwarder:
         """
         session = self._session
         assert session is not None, "Forwarder.open() was not awaited"
-        failed: list[BaseException] = []
-        data = body if body is None or isinstance(body, bytes) else _watched(body, failed)
+        failed: list[BaseException] | None = None
+        if body is None or isinstance(body, bytes):
+            data: bytes | AsyncIterator[bytes] | None = body
+        else:
+            failed = []
+            data = _watched(body, failed)
         try:
-            with map_transport_errors(self._name):
+            with self._errors:
                 response = await session.request(
                     method,
                     URL(self.target(raw_path, query), encoded=True),
@@ -381,7 +387,7 @@ class Forwarder:
             if failed:
                 raise failed[0] from None
             raise
-        return UpstreamResponse(response, self._name)
+        return UpstreamResponse(response, self._errors)
 
     async def fetch(
         self, method: str, raw_path: str, query: str, api_key: str, within: float = 30.0
