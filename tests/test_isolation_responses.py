@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
+from tests import test_isolation
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread
-from tests.test_isolation import HEADER, POLICY, Attempt, Recorder, send, shown, tenant
+from tests.test_isolation import HEADER, Attempt, Recorder, send, shown, tenant
 from tollhouse.ledger import owners
-from tollhouse.simulator import SimulatorConfig, create_app
 from tollhouse.twins import twin
 
-
-@pytest.fixture
-def recorder() -> Iterator[tuple[Recorder, ServerThread]]:
-    from tests.servers import serve
-
-    upstream = Recorder(create_app(SimulatorConfig(queued_seconds=0.01, in_progress_seconds=0.05)))
-    with serve(upstream) as server:
-        yield upstream, server
-
-
-@pytest.fixture
-def isolated(recorder: tuple[Recorder, ServerThread]) -> Iterator[RunningProxy]:
-    with running_proxy(recorder[1].url + "/v1", policy=POLICY) as proxy:
-        yield proxy
+# The same recording upstream and isolated proxy as the Assistants isolation tests.
+recorder = test_isolation.recorder
+isolated = test_isolation.isolated
 
 
 def acme_world(proxy: RunningProxy) -> dict[str, str]:
