@@ -13,7 +13,10 @@ import asyncio
 import concurrent.futures
 import datetime
 import ipaddress
+import os
 import ssl
+import subprocess
+import sys
 import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -41,6 +44,7 @@ from tests.servers import serve as serve_app
 from tollhouse.forward import (
     TRANSPORT_ERRORS,
     Forwarder,
+    UpstreamConfigError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamSettings,
@@ -972,7 +976,7 @@ def test_a_client_certificate_is_presented_when_the_upstream_asks(
 def test_a_key_without_its_certificate_is_refused_at_start_up(pki: Pki) -> None:
     with pytest.raises(ValueError, match="without its certificate"):
         Forwarder(UpstreamSettings(url="https://localhost/v1", client_key=pki.client[1]))
-    with pytest.raises(ssl.SSLError):
+    with pytest.raises(UpstreamConfigError, match=r"CA bundle .* cannot be used"):
         Forwarder(UpstreamSettings(url="https://localhost/v1", ca_bundle=pki.client[1]))
 
 
@@ -1249,3 +1253,31 @@ def test_an_aiohttp_exception_becomes_its_tollhouse_error(
     assert answer.status == (504 if target is UpstreamTimeout else 502)
     assert "10.1.2.3" not in answer.message
     assert str(source) not in answer.message
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "said"),
+    [
+        ("TOLLHOUSE_UPSTREAM_CA_BUNDLE", "not a certificate\n", "CA bundle"),
+        ("TOLLHOUSE_UPSTREAM_CLIENT_CERT", "not a certificate\n", "client certificate"),
+    ],
+)
+def test_serve_refuses_unusable_tls_files_with_a_message(
+    tmp_path: Path, variable: str, text: str, said: str
+) -> None:
+    pem = tmp_path / "broken.pem"
+    pem.write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-m", "tollhouse.cli", "serve", "--port", "0", "--admin-port", "0"],
+        env={
+            **os.environ,
+            variable: str(pem),
+            "TOLLHOUSE_DATABASE_URL": f"sqlite:///{tmp_path}/l.db",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr

@@ -24,8 +24,9 @@ from tollhouse.adopt import (
     parse_threads,
 )
 from tollhouse.buckets import buckets_from_url
-from tollhouse.db import engine_from_url, migrate
-from tollhouse.forward import Forwarder, UpstreamError, UpstreamSettings
+from tollhouse.compose import ledger_engine, upstream_forwarder
+from tollhouse.db import migrate
+from tollhouse.forward import UpstreamError
 from tollhouse.policy import Policy, PolicyError, load_policy
 from tollhouse.quota import Quota
 from tollhouse.settings import Settings
@@ -99,16 +100,9 @@ async def adopt(
     get_share: float,
 ) -> Report:
     """One run with its own upstream client, buckets and ledger connection."""
-    engine = engine_from_url(settings.database_url)
+    engine = ledger_engine(settings)
     buckets = buckets_from_url(settings.buckets_url, settings.replicas)
-    forwarder = Forwarder(
-        UpstreamSettings(
-            url=settings.upstream_url,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            max_connections=8,
-        )
-    )
+    forwarder = upstream_forwarder(settings, max_connections=8)
     client = AdoptClient(forwarder, Quota(buckets, policy), key, get_share)
     try:
         if apply:  # a dry run writes nothing, not even the schema

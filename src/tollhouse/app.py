@@ -28,8 +28,9 @@ from tollhouse.asgi import Message, Receive, Scope, Send
 from tollhouse.buckets import buckets_from_url
 from tollhouse.cleaner import Cleaner, CleanerSettings
 from tollhouse.collector import JOBS, Collector, CollectorSettings, recovery_since
-from tollhouse.db import engine_from_url, migrate
-from tollhouse.forward import Forwarder, UpstreamError, UpstreamSettings
+from tollhouse.compose import ledger_engine, upstream_forwarder
+from tollhouse.db import migrate
+from tollhouse.forward import UpstreamError
 from tollhouse.lease import JobLease, job_ttl
 from tollhouse.metrics import Metrics
 from tollhouse.ownership import Ownership
@@ -76,11 +77,7 @@ class Tollhouse:
         )
         self.quota = Quota(self.buckets, policy)
         self.pricing = load_pricing(settings.pricing_file)
-        self.engine = engine_from_url(
-            settings.database_url,
-            connect_timeout=settings.database_connect_timeout,
-            statement_timeout=settings.database_statement_timeout,
-        )
+        self.engine = ledger_engine(settings)
         self.writer = LedgerWriter(
             self.engine,
             self.metrics,
@@ -97,19 +94,7 @@ class Tollhouse:
             # the database's statement timeout, and the watchdog's half second past it
             lookup_timeout=settings.database_statement_timeout + 1.0,
         )
-        self.forwarder = Forwarder(
-            UpstreamSettings(
-                url=settings.upstream_url,
-                connect_timeout=settings.connect_timeout,
-                read_timeout=settings.read_timeout,
-                max_connections=settings.max_connections,
-                max_header_bytes=settings.upstream_max_header_bytes,
-                proxy=settings.upstream_proxy,
-                ca_bundle=settings.upstream_ca_bundle,
-                client_cert=settings.upstream_client_cert,
-                client_key=settings.upstream_client_key,
-            )
-        )
+        self.forwarder = upstream_forwarder(settings)
         self.tracing = Tracing(exporter if exporter is not None else exporter_from_env(os.environ))
         self.proxy = Proxy(
             self.forwarder,

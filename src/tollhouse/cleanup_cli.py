@@ -27,8 +27,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from tollhouse import logs
 from tollhouse.buckets import buckets_from_url
 from tollhouse.cleaner import Cleaner, CleanerSettings, SweepFailed, SweepReport
-from tollhouse.db import engine_from_url, migrate
-from tollhouse.forward import Forwarder, UpstreamSettings
+from tollhouse.compose import ledger_engine, upstream_forwarder
+from tollhouse.db import migrate
 from tollhouse.metrics import CLEANUP_KINDS, Metrics
 from tollhouse.policy import Policy, PolicyError, load_policy
 from tollhouse.pricing import PricingError, PricingTable, load_pricing
@@ -122,16 +122,9 @@ async def sweep(
     interactive: bool = False,
 ) -> SweepReport:
     """One sweep with its own upstream client, buckets and ledger connection."""
-    engine = engine_from_url(settings.database_url)
+    engine = ledger_engine(settings)
     buckets = buckets_from_url(settings.buckets_url, settings.replicas)
-    forwarder = Forwarder(
-        UpstreamSettings(
-            url=settings.upstream_url,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            max_connections=8,
-        )
-    )
+    forwarder = upstream_forwarder(settings, max_connections=8)
     known = Tenants(policy, key)
     cleaner = Cleaner(
         engine,

@@ -66,6 +66,7 @@ def serve(
     """
     from tollhouse.app import StartupRefused, Tollhouse
     from tollhouse.app import serve as serve_app
+    from tollhouse.forward import UpstreamConfigError
 
     overrides: dict[str, Any] = {
         "upstream_url": upstream,
@@ -78,7 +79,7 @@ def serve(
     logs.configure(settings.log_level)
     try:
         tollhouse = Tollhouse(settings)
-    except (PolicyError, StartupRefused) as exc:
+    except (PolicyError, StartupRefused, UpstreamConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     run_async(serve_app(tollhouse))
 

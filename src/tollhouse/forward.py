@@ -188,16 +188,31 @@ class UpstreamSettings:
     client_key: Path | None = None
 
 
+class UpstreamConfigError(ValueError):
+    """Upstream settings tollhouse cannot start with; the message says which and why."""
+
+
 def tls_context(settings: UpstreamSettings) -> ssl.SSLContext | None:
     """The TLS settings for the upstream; None for aiohttp's default (the system's CAs)."""
     if settings.client_key is not None and settings.client_cert is None:
-        raise ValueError("an upstream client key was given without its certificate")
+        raise UpstreamConfigError("an upstream client key was given without its certificate")
     if settings.ca_bundle is None and settings.client_cert is None:
         return None
     cafile = str(settings.ca_bundle) if settings.ca_bundle is not None else None
-    context = ssl.create_default_context(cafile=cafile)
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (ssl.SSLError, OSError) as exc:
+        raise UpstreamConfigError(
+            f"the upstream CA bundle {cafile} cannot be used: {exc}"
+        ) from None
     if settings.client_cert is not None:
-        context.load_cert_chain(settings.client_cert, settings.client_key)
+        try:
+            context.load_cert_chain(settings.client_cert, settings.client_key)
+        except (ssl.SSLError, OSError) as exc:
+            raise UpstreamConfigError(
+                f"the upstream client certificate {settings.client_cert} (and key) cannot be "
+                f"used: {exc}"
+            ) from None
     return context
 
 
@@ -305,7 +320,7 @@ class Forwarder:
         base = settings.url.rstrip("/")
         parts = urlsplit(base)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"the upstream must be an http(s) URL, not {base!r}")
+            raise UpstreamConfigError(f"the upstream must be an http(s) URL, not {base!r}")
         # The upstream is named like the openai client's base_url (".../v1"); requests
         # arrive with their full "/v1/..." path.
         self._prefix = parts.path.rstrip("/").removesuffix("/v1")

@@ -17,7 +17,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from tollhouse import __version__
-from tollhouse.db import DatabaseUrlError, engine_from_url
+from tollhouse.compose import ledger_engine
+from tollhouse.db import DatabaseUrlError
 from tollhouse.pricing import PricingError, load_pricing, usd
 from tollhouse.report import GROUP_BYS, GroupBy, Report, Row, Unpriced, build_report
 from tollhouse.settings import Settings
@@ -308,7 +309,7 @@ def report_command(
     source = str(settings.pricing_file or f"shipped with tollhouse {__version__}")
     _check_sqlite_file(settings.database_url)
     try:
-        engine = engine_from_url(settings.database_url)
+        engine = ledger_engine(settings)
     except (DatabaseUrlError, ArgumentError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
