@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from urllib.parse import unquote
+from collections.abc import Callable
 
 from opentelemetry.trace import Span
 
 from tollhouse import references
 from tollhouse.asgi import (
-    BodyTooLarge,
     ClientDisconnected,
     Receive,
     Scope,
@@ -25,14 +23,11 @@ from tollhouse.asgi import (
     request_body,
     send_error,
     wait_for_disconnect,
-    whole_body,
 )
 from tollhouse.classify import Operation, RequestClass, classify
-from tollhouse.codings import Undecodable, accepted
+from tollhouse.codings import Undecodable
 from tollhouse.errors import (
     ErrorResponse,
-    body_too_large,
-    encoded_body,
     not_found,
     unparseable_body,
 )
@@ -44,15 +39,24 @@ from tollhouse.forward import (
     UpstreamResponse,
     forwarded_headers,
 )
+from tollhouse.isolate import (
+    Named,
+    Refused,
+    RestoredResponse,
+    checked_body,
+    header,
+    named_ids,
+    narrowed,
+)
 from tollhouse.lists import MAX_PAGES, SHARED_LISTS, BadPaging, ListRequest, filtered_list
 from tollhouse.metrics import Metrics
 from tollhouse.observe import Observer, observes
-from tollhouse.ownership import LedgerUnavailable, Ownership, path_ids
+from tollhouse.ownership import LedgerUnavailable, Ownership
 from tollhouse.paths import path_problem
 from tollhouse.quota import Decision, Quota
 from tollhouse.tenants import OTHER, Identity, IdentityRefused, Tenants
 from tollhouse.tracing import Tracing
-from tollhouse.twins import StreamRestorer, Twins, query_ids
+from tollhouse.twins import StreamRestorer, Twins
 from tollhouse.writer import LedgerWriter
 
 log = logging.getLogger(__name__)
@@ -62,66 +66,6 @@ log = logging.getLogger(__name__)
 WHOLE_BODY_LIMIT = 256 * 1024
 MAX_JSON_BODY = 8 * 1024 * 1024  # the most of a JSON request body read to check it
 RUN_POLL = "threads.runs.retrieve"
-
-
-# Writes whose reference body is multipart: they stream, unread (no field names an object).
-MULTIPART_OPERATIONS = frozenset(
-    {"files.create", "uploads.parts.create", "containers.files.create"}
-)
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-
-class Refused(Exception):
-    """A request answered by tollhouse itself, before it reaches the upstream."""
-
-    def __init__(self, error: ErrorResponse) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-    def response(self) -> ErrorResponse:
-        return self.error
-
-
-def header(headers: Headers, name: bytes) -> bytes | None:
-    """The first value of the header ``name`` (lower case), if any."""
-    return next((v for k, v in headers if k.lower() == name), None)
-
-
-def inspects_body(method: str, operation: Operation, headers: Headers) -> bool:
-    """Whether a request's body is read whole and checked for the objects it names."""
-    if method not in BODY_METHODS or operation.name in MULTIPART_OPERATIONS:
-        return False
-    if operation.known:
-        return True
-    media = (header(headers, b"content-type") or b"application/json").split(b";")[0].strip()
-    return media.lower() in (b"application/json", b"text/plain", b"")
-
-
-def narrowed(headers: Headers) -> Headers:
-    """Headers for a twinned request: an answer tollhouse can decode to map twins back."""
-    return [(k, accepted(v) if k.lower() == b"accept-encoding" else v) for k, v in headers]
-
-
-class _RestoredResponse:
-    """An upstream stream read through a ``StreamRestorer``: twins mapped back as it flows."""
-
-    def __init__(self, response: UpstreamResponse, restorer: StreamRestorer) -> None:
-        self._response = response
-        self._restorer = restorer
-        self.status = response.status
-        self.headers = response.headers
-        self.content_length = None  # mapped back as it flows: relayed chunk by chunk
-        self.content_type = response.content_type
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._response.chunks():
-            if out := self._restorer.feed(chunk):
-                yield out
-        if rest := self._restorer.end():
-            yield rest
-
-    def close(self) -> None:
-        self._response.close()
 
 
 class _Exchange:
@@ -284,39 +228,6 @@ class Proxy:
         Tracing.end(span, outcome, error.status)
         await send_error(send, error)
 
-    async def _body(
-        self, receive: Receive, method: str, tenant: str, operation: Operation, headers: Headers
-    ) -> tuple[bytes | AsyncIterator[bytes] | None, object]:
-        """The request body, and its JSON document when it is one tollhouse must check.
-
-        Writes with a JSON body are read whole, however they are framed, and every
-        field naming an object is checked; multipart uploads stream untouched.
-        Raises ``Refused`` for a body that cannot be checked.
-        """
-        if self._ownership.reaches_all(tenant) or not inspects_body(method, operation, headers):
-            return await request_body(receive), None
-        # An operation tollhouse does not know may take a body that is not JSON: it is
-        # checked when it parses, and forwarded as it is when it does not.
-        strict = operation.known
-        encoding = header(headers, b"content-encoding")
-        if encoding and encoding.strip().lower() != b"identity":
-            raise Refused(encoded_body(encoding.decode("latin-1")))
-        declared = header(headers, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
-            raise Refused(body_too_large(self._max_body))
-        try:
-            body = await whole_body(receive, self._max_body)
-        except BodyTooLarge:
-            raise Refused(body_too_large(self._max_body)) from None
-        if not body.strip():
-            return body, None
-        try:
-            return body, references.parse(body)
-        except references.UnreadableBody:
-            if not strict:
-                return body, None
-            raise Refused(unparseable_body()) from None
-
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, exchange: _Exchange, headers: Headers
     ) -> None:
@@ -326,8 +237,14 @@ class Proxy:
         query = scope["query_string"].decode("latin-1")
         isolated = not self._ownership.reaches_all(tenant)
         try:
-            body, document = await self._body(receive, method, tenant, operation, headers)
-            twins, owned_parent = await self._isolate(tenant, operation, raw_path, query, document)
+            if isolated:
+                body, document = await checked_body(
+                    receive, method, operation, headers, self._max_body
+                )
+            else:  # nothing to check: the body streams as it comes
+                body, document = await request_body(receive), None
+            named = named_ids(operation, raw_path, query, document)
+            twins, owned_parent = await self._isolate(tenant, operation, named)
             if twins:
                 raw_path, query = twins.path(raw_path), twins.query(query)
                 if document is not None:
@@ -347,7 +264,7 @@ class Proxy:
             # Every answer an isolated tenant gets comes in a coding tollhouse can undo,
             # refused (twinned) or not, so the two cannot be told apart by their coding.
             headers = narrowed(headers)
-            self._mark(exchange, twins, owned_parent, document)
+            self._mark(exchange, twins, owned_parent, named)
         if isinstance(body, bytes):
             headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
         exchange.upstream_started = self._clock()
@@ -373,9 +290,7 @@ class Proxy:
         finally:
             response.close()
 
-    def _mark(
-        self, exchange: _Exchange, twins: Twins, owned_parent: bool, document: object
-    ) -> None:
+    def _mark(self, exchange: _Exchange, twins: Twins, owned_parent: bool, named: Named) -> None:
         """Count a refusal; or let the observer take what the tenant's own answer holds."""
         operation = exchange.operation
         if twins:
@@ -384,30 +299,11 @@ class Proxy:
             exchange.touches = False
         elif owned_parent:  # (admins are not isolated: their sightings would take others')
             exchange.observer.sighting = True
-            exchange.observer.named = frozenset(
-                [*operation.params.values(), *(i for _, i in references.references(document))]
-            )
+            exchange.observer.named = frozenset([*operation.params.values(), *named.in_body])
 
-    async def _isolate(
-        self, tenant: str, operation: Operation, raw_path: str, query: str, document: object
-    ) -> tuple[Twins, bool]:
+    async def _isolate(self, tenant: str, operation: Operation, named: Named) -> tuple[Twins, bool]:
         """The twins of the ids ``tenant`` may not reach; whether it owns the path's parent."""
-        if operation.known:
-            strict, loose = path_ids(operation)
-        else:  # an operation tollhouse does not know: no id in it may be another tenant's
-            segments = (unquote(s) for s in raw_path.split("/"))
-            strict, loose = [], [s for s in segments if references.ID_SHAPE.match(s)]
-        cursors, others = query_ids(query)
-        if operation.name in SHARED_LISTS:
-            strict += cursors
-        else:
-            loose += cursors
-        loose += others  # filters such as ?run_id=: never another tenant's
-        if document is not None:
-            strict += [object_id for _, object_id in references.references(document)]
-            if not operation.known:
-                loose += references.id_strings(document)
-        twins = Twins(await self._ownership.foreign(tenant, strict, loose))
+        twins = Twins(await self._ownership.foreign(tenant, named.strict, named.loose))
         parent = next(iter(operation.params.values()), None)
         if twins:
             owned_parent = False
@@ -488,7 +384,7 @@ class Proxy:
         if response.content_type == "text/event-stream" and not coding.strip():
             # A stream (a twinned create that still runs) is relayed as it comes.
             restorer = StreamRestorer(twins)
-            restored = _RestoredResponse(response, restorer)
+            restored = RestoredResponse(response, restorer)
             await self._relay(restored, receive, send, exchange)  # type: ignore[arg-type]
             return
         try:
