@@ -11,19 +11,17 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tollhouse.pricing import (
+from tollhouse.costs import (
     GIB,
-    PricingError,
-    PricingTable,
     container_cost,
     container_sessions,
     gb_days,
-    load_pricing,
     storage_costs,
     token_cost,
     tool_call_cost,
     usd,
 )
+from tollhouse.pricing import PricingError, PricingTable, load_pricing
 
 BAD = sorted((Path(__file__).parent / "pricing" / "bad").glob("*.yaml"))
 DAY = 86400.0

@@ -17,10 +17,11 @@ from sqlmodel import col
 from tests.services import free_port
 from tollhouse import ledger
 from tollhouse.classify import Kind
+from tollhouse.costs import GIB, usd
 from tollhouse.ledger import Batch, Owned, Sample, Seen
 from tollhouse.meter import ObjectSeen, RunSeen, StepSeen, ToolCallSeen, Usage
 from tollhouse.models import OwnedObject
-from tollhouse.pricing import GIB, PricingTable, load_pricing, parse_pricing, usd
+from tollhouse.pricing import PricingTable, load_pricing, parse_pricing
 from tollhouse.report import (
     GROUP_BYS,
     TOOLS_AND_STORAGE,

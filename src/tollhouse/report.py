@@ -19,15 +19,8 @@ from typing import Literal
 
 from sqlalchemy import Engine
 
-from tollhouse.pricing import (
-    GIB,
-    STORAGE_PLACES,
-    PricingError,
-    PricingTable,
-    gb_days,
-    storage_costs,
-    token_cost,
-)
+from tollhouse.costs import GIB, STORAGE_PLACES, gb_days, storage_costs, token_cost
+from tollhouse.pricing import PricingError, PricingTable
 from tollhouse.report_query import (
     DAY,
     LedgerUsage,

@@ -18,8 +18,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from tollhouse import __version__
 from tollhouse.compose import ledger_engine
+from tollhouse.costs import usd
 from tollhouse.db import DatabaseUrlError
-from tollhouse.pricing import PricingError, load_pricing, usd
+from tollhouse.pricing import PricingError, load_pricing
 from tollhouse.report import GROUP_BYS, GroupBy, Report, Row, Unpriced, build_report
 from tollhouse.settings import Settings
 

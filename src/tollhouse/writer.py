@@ -16,10 +16,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from tollhouse import ledger
+from tollhouse.costs import token_cost
 from tollhouse.ledger import Batch, Counted, Owned, Sample, Seen
 from tollhouse.meter import ObjectSeen, RunSeen, StepSeen
 from tollhouse.metrics import Metrics
-from tollhouse.pricing import PricingTable, token_cost
+from tollhouse.pricing import PricingTable
 from tollhouse.spool import Spool, SpoolError
 
 log = logging.getLogger(__name__)
