@@ -72,10 +72,10 @@ from tests.test_replicas import (
     upstream_record,
 )
 
-from tollhouse import ledger
-from tollhouse.db import engine_from_url, migrate
-from tollhouse.models import RequestCount
-from tollhouse.simulator import SimulatorConfig, create_app
+from tollhouse.ledger import store as ledger
+from tollhouse.ledger.engine import engine_from_url, migrate
+from tollhouse.ledger.models import RequestCount
+from tollhouse_simulator import SimulatorConfig, create_app
 
 SCENARIOS = ("replicas", "outage", "freeze", "kill", "sigterm")
 MODELS = {"acme": "gpt-4o", "globex": "gpt-4o-mini", "initech": "gpt-4.1"}

@@ -1,6 +1,6 @@
 """Cost: spend per day by component and tenant, top tenants, tokens, tool use, unpriced usage."""
 
-from tollhouse.dashboards import TENANT, Query, dashboard, stat, table, timeseries
+from tollhouse.telemetry.dashboards import TENANT, Query, dashboard, stat, table, timeseries
 
 COST = f"tollhouse_cost_usd_total{{{TENANT}}}"
 DAY = "1d"

@@ -1,6 +1,6 @@
 """Rate limits: the organisation's limits per class, tenants' throttling, shaping and polling."""
 
-from tollhouse.dashboards import (
+from tollhouse.telemetry.dashboards import (
     ADMITTED,
     ORG,
     TENANT,

@@ -1,6 +1,14 @@
 """Runs: terminal statuses, durations, stuck runs, the upstream's latency and errors."""
 
-from tollhouse.dashboards import ADMITTED, TENANT, Query, dashboard, quantiles, stat, timeseries
+from tollhouse.telemetry.dashboards import (
+    ADMITTED,
+    TENANT,
+    Query,
+    dashboard,
+    quantiles,
+    stat,
+    timeseries,
+)
 
 RUNS = f"tollhouse_runs_total{{{TENANT}"
 REQUESTS = f"tollhouse_requests_total{{{TENANT}"

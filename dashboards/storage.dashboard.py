@@ -1,6 +1,6 @@
 """Storage and cleanup: vector-store bytes and their projected cost, stale resources, deletions."""
 
-from tollhouse.dashboards import TENANT, Query, dashboard, stat, timeseries
+from tollhouse.telemetry.dashboards import TENANT, Query, dashboard, stat, timeseries
 
 # File Search storage: $0.10 per GiB per day, the first GiB free for the organisation
 # (reference/pricing.md); the free GiB is shared by tenants in proportion to their bytes.

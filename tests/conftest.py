@@ -19,9 +19,9 @@ from sqlmodel import SQLModel
 from tests.servers import ServerThread, serve
 from tests.services import postgres_server, redis_server
 from tollhouse.app import Tollhouse
-from tollhouse.db import engine_from_url, migrate
-from tollhouse.policy import Policy
-from tollhouse.settings import Settings
+from tollhouse.config.policy import Policy
+from tollhouse.config.settings import Settings
+from tollhouse.ledger.engine import engine_from_url, migrate
 
 T = TypeVar("T")
 
@@ -103,7 +103,7 @@ def make_proxy() -> ProxyFactory:
 @pytest.fixture
 def simulator() -> Iterator[ServerThread]:
     """The Assistants simulator on a loopback port, with a fast run schedule."""
-    from tollhouse.simulator import SimulatorConfig, create_app
+    from tollhouse_simulator import SimulatorConfig, create_app
 
     app = create_app(SimulatorConfig(queued_seconds=0.01, in_progress_seconds=0.05))
     with serve(app) as server:

@@ -29,7 +29,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from tests.services import free_port, require
-from tollhouse.metrics import Metrics
+from tollhouse.telemetry.metrics import Metrics
 
 READY = "Server is ready to receive web requests."
 JOB = "tollhouse"

@@ -109,7 +109,7 @@ LISTENING = re.compile(r"tollhouse listening: proxy (\S+) admin (\S+)")
 @contextmanager
 def tollhouse_process(*args: str, env: dict[str, str] | None = None) -> Iterator[TollhouseProcess]:
     """Start ``tollhouse serve`` on free ports; yields once it has bound its sockets."""
-    command = [sys.executable, "-m", "tollhouse.cli", "serve", "--port", "0", "--admin-port", "0"]
+    command = [sys.executable, "-m", "tollhouse", "serve", "--port", "0", "--admin-port", "0"]
     state = tempfile.TemporaryDirectory()
     defaults = {
         "TOLLHOUSE_DATABASE_URL": f"sqlite:///{state.name}/ledger.db",

@@ -26,7 +26,8 @@ from sqlmodel import Session, select
 from tests.servers import ServerThread, serve
 from tests.services import free_port
 from tests.upstreams import Clock, own
-from tollhouse.adopt import (
+from tollhouse.api.classify import Kind
+from tollhouse.cleanup.adopt import (
     AdoptClient,
     Adopter,
     AdoptError,
@@ -38,14 +39,13 @@ from tollhouse.adopt import (
     attribute,
     parse_threads,
 )
-from tollhouse.buckets.memory import MemoryBuckets
-from tollhouse.classify import Kind
-from tollhouse.db import engine_from_url, migrate
-from tollhouse.forward import Forwarder, UpstreamError, UpstreamSettings
-from tollhouse.models import OwnedObject
-from tollhouse.policy import Policy
-from tollhouse.quota import Quota
-from tollhouse.simulator import SimulatorConfig, create_app
+from tollhouse.config.policy import Policy
+from tollhouse.ledger.engine import engine_from_url, migrate
+from tollhouse.ledger.models import OwnedObject
+from tollhouse.quota.admission import Quota
+from tollhouse.quota.memory import MemoryBuckets
+from tollhouse.upstream.forward import Forwarder, UpstreamError, UpstreamSettings
+from tollhouse_simulator import SimulatorConfig, create_app
 
 TENANTS = frozenset({"acme", "globex"})
 RULES = Rules(tenant="acme", tenants=TENANTS)
@@ -424,7 +424,7 @@ def environment(server_url: str, ledger: str, tmp_path: Path) -> dict[str, str]:
 
 def command(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tollhouse.adopt_cli", *args],
+        [sys.executable, "-m", "tollhouse.cli.adopt", *args],
         capture_output=True,
         text=True,
         timeout=90,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tollhouse.buckets.bucket import Level, Limit, refill, take, take_pair
-from tollhouse.quota import go_duration
+from tollhouse.quota.admission import go_duration
+from tollhouse.quota.bucket import Level, Limit, refill, take, take_pair
 
 PER_MINUTE_200 = Limit(rate=200 / 60, capacity=200)  # one token every 0.3 s
 SMALL = Limit(rate=1.0, capacity=3)

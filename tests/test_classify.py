@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tollhouse.classify import ROUTES, UNKNOWN, Kind, RequestClass, classify
+from tollhouse.api.classify import ROUTES, UNKNOWN, Kind, RequestClass, classify
 
 G, P, R, D = RequestClass.GET, RequestClass.POST, RequestClass.RUN_CREATE, RequestClass.DELETE
 T = "/v1/threads/thread_abc"

@@ -24,22 +24,22 @@ from sqlmodel import Session, col
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread
 from tests.upstreams import Clock, Faults, faulty_simulator, seeded_threads, threads
-from tollhouse import lease
-from tollhouse.buckets import Buckets, buckets_from_url
-from tollhouse.buckets.memory import MemoryBuckets
-from tollhouse.classify import RequestClass
-from tollhouse.cleaner import Cleaner, CleanerSettings, SweepReport
-from tollhouse.cleanup_cli import render
-from tollhouse.db import engine_from_url, migrate
-from tollhouse.forward import Forwarder, UpstreamSettings
-from tollhouse.metrics import Metrics
-from tollhouse.models import CleanupAudit, CleanupLease, CleanupSweep, OwnedObject
-from tollhouse.pacing import CLEANER_TENANT, share_limit
-from tollhouse.policy import Policy, RateLimit, parse_policy
-from tollhouse.pricing import load_pricing
-from tollhouse.quota import Quota
-from tollhouse.simulator import Simulator, SimulatorConfig
-from tollhouse.tenants import Tenants
+from tollhouse.api.classify import RequestClass
+from tollhouse.cleanup.cleaner import Cleaner, CleanerSettings, SweepReport
+from tollhouse.cleanup.pacing import CLEANER_TENANT, share_limit
+from tollhouse.cleanup.summary import render
+from tollhouse.config.policy import Policy, RateLimit, parse_policy
+from tollhouse.ledger import lease
+from tollhouse.ledger.engine import engine_from_url, migrate
+from tollhouse.ledger.models import CleanupAudit, CleanupLease, CleanupSweep, OwnedObject
+from tollhouse.metering.pricing import load_pricing
+from tollhouse.proxy.tenants import Tenants
+from tollhouse.quota.admission import Quota
+from tollhouse.quota.backends import Buckets, buckets_from_url
+from tollhouse.quota.memory import MemoryBuckets
+from tollhouse.telemetry.metrics import Metrics
+from tollhouse.upstream.forward import Forwarder, UpstreamSettings
+from tollhouse_simulator import Simulator, SimulatorConfig
 
 DAY = 86_400
 HEADER = "X-Tollhouse-Tenant"

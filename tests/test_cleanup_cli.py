@@ -24,17 +24,17 @@ from tests.conftest import running_proxy
 from tests.servers import ServerThread
 from tests.services import require
 from tests.upstreams import Clock, Faults, faulty_simulator, own, threads
-from tollhouse import lease
-from tollhouse.buckets.memory import MemoryBuckets
-from tollhouse.classify import Kind
-from tollhouse.cleaner import Cleaner, CleanerSettings
-from tollhouse.db import engine_from_url, migrate
-from tollhouse.forward import Forwarder, UpstreamSettings
-from tollhouse.metrics import Metrics
-from tollhouse.models import CleanupAudit, CleanupSweep, OwnedObject
-from tollhouse.policy import load_policy, parse_policy
-from tollhouse.quota import Quota
-from tollhouse.simulator import Simulator, SimulatorConfig
+from tollhouse.api.classify import Kind
+from tollhouse.cleanup.cleaner import Cleaner, CleanerSettings
+from tollhouse.config.policy import load_policy, parse_policy
+from tollhouse.ledger import lease
+from tollhouse.ledger.engine import engine_from_url, migrate
+from tollhouse.ledger.models import CleanupAudit, CleanupSweep, OwnedObject
+from tollhouse.quota.admission import Quota
+from tollhouse.quota.memory import MemoryBuckets
+from tollhouse.telemetry.metrics import Metrics
+from tollhouse.upstream.forward import Forwarder, UpstreamSettings
+from tollhouse_simulator import Simulator, SimulatorConfig
 
 DAY = 86_400
 POLICY = """
@@ -80,7 +80,7 @@ def environment(server: ServerThread, url: str, tmp_path: Path, **extra: str) ->
 
 def cleanup(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tollhouse.cleanup_cli", *args],
+        [sys.executable, "-m", "tollhouse.cli.cleanup", *args],
         capture_output=True,
         text=True,
         timeout=90,
@@ -167,7 +167,7 @@ def test_a_killed_sweep_resumes_without_deleting_twice(
     faults.hold_delete = 4  # carried out upstream; the process dies before it hears back
     env = environment(server, ledger_url, tmp_path)
     process = subprocess.Popen(
-        [sys.executable, "-m", "tollhouse.cleanup_cli", "--apply"],
+        [sys.executable, "-m", "tollhouse.cli.cleanup", "--apply"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -32,10 +32,10 @@ from tests.test_replicas import (
     upstream_record,
     wait_for,
 )
-from tollhouse.collector import recovery_since
-from tollhouse.db import engine_from_url
-from tollhouse.models import Run
-from tollhouse.simulator import SimulatorConfig, create_app
+from tollhouse.jobs.collector import recovery_since
+from tollhouse.ledger.engine import engine_from_url
+from tollhouse.ledger.models import Run
+from tollhouse_simulator import SimulatorConfig, create_app
 
 CI_TOOLS: list[Any] = [{"type": "code_interpreter"}, {"type": "file_search"}]
 # What a client sees when the process it talks to is killed mid-request.

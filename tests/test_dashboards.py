@@ -30,9 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.prometheus import Prometheus, exported_series, prometheus_server, referenced_series
 from tests.servers import TollhouseProcess, serve, tollhouse_process
 from tests.services import require
-from tollhouse.dashboards import build, output_path, sources
-from tollhouse.dashboards_cli import dashboards_command
-from tollhouse.simulator import SimulatorConfig, create_app
+from tollhouse.cli.dashboards import dashboards_command
+from tollhouse.telemetry.dashboards import build, output_path, sources
+from tollhouse_simulator import SimulatorConfig, create_app
 
 ROOT = Path(__file__).parent.parent
 DASHBOARDS = ROOT / "dashboards"

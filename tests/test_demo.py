@@ -12,7 +12,7 @@ import pytest
 @pytest.mark.timeout(180)
 def test_the_demo_runs_and_shows_quotas_costs_isolation_and_cleanup(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tollhouse.cli", "demo", "--port", "0", "--admin-port", "0",
+        [sys.executable, "-m", "tollhouse", "demo", "--port", "0", "--admin-port", "0",
          "--duration", "0"],
         cwd=tmp_path,  # the demo's ledger and spool land here
         capture_output=True,

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from tests.services import require
-from tollhouse.cli import main as cli
-from tollhouse.policy import load_policy, parse_policy
-from tollhouse.settings import Settings
+from tollhouse.cli.main import main as cli
+from tollhouse.config.policy import load_policy, parse_policy
+from tollhouse.config.settings import Settings
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"

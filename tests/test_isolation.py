@@ -28,11 +28,11 @@ from starlette.routing import Route
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread, serve
 from tests.upstreams import own
-from tollhouse.classify import Kind
-from tollhouse.ledger import owners
-from tollhouse.policy import parse_policy
-from tollhouse.simulator import SimulatorConfig, create_app
-from tollhouse.twins import twin
+from tollhouse.api.classify import Kind
+from tollhouse.config.policy import parse_policy
+from tollhouse.ledger.store import owners
+from tollhouse.proxy.twins import twin
+from tollhouse_simulator import SimulatorConfig, create_app
 
 HEADER = "X-Tollhouse-Tenant"
 TENANTS = {"acme": {}, "globex": {}, "ops": {"admin": True}}

@@ -11,7 +11,7 @@ from tests import test_isolation
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread
 from tests.test_isolation import HEADER, Attempt, Recorder, tenant, tried_as_missing
-from tollhouse.ledger import owners
+from tollhouse.ledger.store import owners
 
 # The same recording upstream and isolated proxy as the Assistants isolation tests.
 recorder = test_isolation.recorder
@@ -134,7 +134,7 @@ def test_an_auto_container_belongs_to_the_tenant_whose_response_made_it(
 def test_responses_traffic_is_never_throttled_by_the_assistants_limits(
     recorder: tuple[Recorder, ServerThread],
 ) -> None:
-    from tollhouse.policy import parse_policy
+    from tollhouse.config.policy import parse_policy
 
     tight = parse_policy(
         {

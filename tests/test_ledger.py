@@ -7,12 +7,10 @@ from pathlib import Path
 from sqlalchemy import Engine, func, inspect, select
 from sqlmodel import Session
 
-from tollhouse import ledger
-from tollhouse.classify import Kind
-from tollhouse.db import migrate
-from tollhouse.ledger import Batch, Owned, Sample, Seen
-from tollhouse.meter import ObjectSeen, RunSeen, StepSeen, ToolCallSeen, Usage
-from tollhouse.models import (
+from tollhouse.api.classify import Kind
+from tollhouse.ledger import store as ledger
+from tollhouse.ledger.engine import migrate
+from tollhouse.ledger.models import (
     CodeInterpreterSession,
     OwnedObject,
     RequestCount,
@@ -20,7 +18,9 @@ from tollhouse.models import (
     ToolCall,
     VectorStoreSample,
 )
-from tollhouse.spool import Spool, dumps, loads
+from tollhouse.ledger.spool import Spool, dumps, loads
+from tollhouse.ledger.store import Batch, Owned, Sample, Seen
+from tollhouse.metering.meter import ObjectSeen, RunSeen, StepSeen, ToolCallSeen, Usage
 
 T0 = 1_764_000_000
 
@@ -197,7 +197,7 @@ def test_a_batch_survives_the_spool_round_trip(tmp_path: Path) -> None:
 def test_the_schema_revision_constant_is_the_newest_migration(engine: Engine) -> None:
     from alembic.script import ScriptDirectory
 
-    from tollhouse.db import SCHEMA_REVISION, alembic_config, current_revision
+    from tollhouse.ledger.engine import SCHEMA_REVISION, alembic_config, current_revision
 
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_REVISION
     assert current_revision(engine) == SCHEMA_REVISION

@@ -19,10 +19,10 @@ from sqlmodel import col
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread
 from tests.services import PostgresCluster, postgres_cluster
-from tollhouse import ledger
-from tollhouse.db import engine_from_url, migrate
-from tollhouse.models import RequestCount
-from tollhouse.policy import parse_policy
+from tollhouse.config.policy import parse_policy
+from tollhouse.ledger import store as ledger
+from tollhouse.ledger.engine import engine_from_url, migrate
+from tollhouse.ledger.models import RequestCount
 
 HEADER = "X-Tollhouse-Tenant"
 # Creates in a tight loop for seconds: far past the organisation's 300 POSTs a minute.

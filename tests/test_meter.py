@@ -10,8 +10,8 @@ import openai
 import pytest
 
 from tests.servers import serve
-from tollhouse.classify import ROUTES, Kind, Operation, classify
-from tollhouse.meter import (
+from tollhouse.api.classify import ROUTES, Kind, Operation, classify
+from tollhouse.metering.meter import (
     METERED_OPERATIONS,
     ObjectSeen,
     Observation,
@@ -23,8 +23,8 @@ from tollhouse.meter import (
     observe_json,
     wants_body,
 )
-from tollhouse.simulator import SimulatorConfig, create_app
-from tollhouse.sse import SSEEvent, SSEParser
+from tollhouse.metering.sse import SSEEvent, SSEParser
+from tollhouse_simulator import SimulatorConfig, create_app
 
 START = 1_700_000_000
 TOOLS: list[Any] = [{"type": "code_interpreter"}, {"type": "file_search"}]

@@ -11,8 +11,8 @@ import openai
 import pytest
 
 from tests.servers import serve
-from tollhouse.classify import ROUTES, Operation, classify
-from tollhouse.meter import (
+from tollhouse.api.classify import ROUTES, Operation, classify
+from tollhouse.metering.meter import (
     ObjectSeen,
     RunSeen,
     Seen,
@@ -22,15 +22,15 @@ from tollhouse.meter import (
     observe_json,
     observe_json_all,
 )
-from tollhouse.meter_responses import (
+from tollhouse.metering.responses import (
     ChatCompletionSeen,
     ContainerSeen,
     ResponseSeen,
     TokenUsage,
     ToolItemSeen,
 )
-from tollhouse.simulator import SimulatorConfig, create_app
-from tollhouse.sse import SSEEvent, SSEParser
+from tollhouse.metering.sse import SSEEvent, SSEParser
+from tollhouse_simulator import SimulatorConfig, create_app
 
 START = 1_700_000_000
 SUCCESSORS = (ResponseSeen, ToolItemSeen, ContainerSeen, ChatCompletionSeen)

@@ -14,10 +14,10 @@ from sqlmodel import Session
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread, serve
 from tests.services import postgres_cluster
-from tollhouse.ledger import owners
-from tollhouse.models import CodeInterpreterSession, OwnedObject, Run, VectorStoreSample
-from tollhouse.policy import parse_policy
-from tollhouse.simulator import SimulatorConfig, create_app
+from tollhouse.config.policy import parse_policy
+from tollhouse.ledger.models import CodeInterpreterSession, OwnedObject, Run, VectorStoreSample
+from tollhouse.ledger.store import owners
+from tollhouse_simulator import SimulatorConfig, create_app
 
 HEADER = "X-Tollhouse-Tenant"
 POLICY = parse_policy({"identify": {"mode": "header"}, "tenants": {"acme": {}, "globex": {}}}, "t")

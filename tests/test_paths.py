@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tollhouse.paths import path_problem
+from tollhouse.api.paths import path_problem
 
 TABLE: list[tuple[bytes, str | None]] = [
     # fine

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tollhouse.cli import main
-from tollhouse.policy import PolicyError, load_policy, parse_policy
-from tollhouse.tenants import Tenants, UnknownKey, UnknownTenant, hash_key, new_key
+from tollhouse.cli.main import main
+from tollhouse.config.policy import PolicyError, load_policy, parse_policy
+from tollhouse.proxy.tenants import Tenants, UnknownKey, UnknownTenant, hash_key, new_key
 
 BAD = sorted((Path(__file__).parent / "policies" / "bad").glob("*.yaml"))
 EXAMPLE = Path(__file__).parents[1] / "deploy" / "policy.example.yaml"
@@ -137,7 +137,7 @@ def test_serve_refuses_keys_mode_without_an_upstream_key(tmp_path: Path) -> None
         [
             sys.executable,
             "-m",
-            "tollhouse.cli",
+            "tollhouse",
             "serve",
             "--policy",
             str(policy_file),

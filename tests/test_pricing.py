@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tollhouse.costs import (
+from tollhouse.metering.costs import (
     GIB,
     container_cost,
     container_sessions,
@@ -21,7 +21,7 @@ from tollhouse.costs import (
     tool_call_cost,
     usd,
 )
-from tollhouse.pricing import PricingError, PricingTable, load_pricing
+from tollhouse.metering.pricing import PricingError, PricingTable, load_pricing
 
 BAD = sorted((Path(__file__).parent / "pricing" / "bad").glob("*.yaml"))
 DAY = 86400.0
@@ -658,7 +658,7 @@ def test_a_user_table_without_responses_prices_leaves_them_unpriced(tmp_path: Pa
 
 
 def test_a_user_table_can_price_what_the_shipped_one_leaves_out(tmp_path: Path) -> None:
-    shipped = files("tollhouse").joinpath("pricing.yaml").read_text(encoding="utf-8")
+    shipped = files("tollhouse.metering").joinpath("pricing.yaml").read_text(encoding="utf-8")
     extra = (
         "    image_generation_call:\n"
         "      - periods: [{from: 2025-05-21, per_1000: 40}]\n"

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tollhouse.buckets import Buckets, buckets_from_url
-from tollhouse.classify import RequestClass
-from tollhouse.policy import Policy, parse_policy
-from tollhouse.quota import Quota
+from tollhouse.api.classify import RequestClass
+from tollhouse.config.policy import Policy, parse_policy
+from tollhouse.quota.admission import Quota
+from tollhouse.quota.backends import Buckets, buckets_from_url
 
 RUN = RequestClass.RUN_CREATE
 

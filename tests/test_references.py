@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tollhouse.classify import Kind
-from tollhouse.references import UnreadableBody, parse, references, replaced
+from tollhouse.api.classify import Kind
+from tollhouse.api.references import UnreadableBody, parse, references, replaced
 
 
 @pytest.mark.parametrize(

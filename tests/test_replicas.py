@@ -34,9 +34,9 @@ from sqlalchemy.engine import make_url
 from sqlmodel import col
 
 from tests.servers import ServerThread, TollhouseProcess, tollhouse_process
-from tollhouse.db import engine_from_url, migrate
-from tollhouse.models import CodeInterpreterSession, OwnedObject, Run, ToolCall
-from tollhouse.simulator.state import Simulator
+from tollhouse.ledger.engine import engine_from_url, migrate
+from tollhouse.ledger.models import CodeInterpreterSession, OwnedObject, Run, ToolCall
+from tollhouse_simulator.state import Simulator
 
 HEADER = "X-Tollhouse-Tenant"
 TENANTS = ("acme", "globex", "initech")
@@ -211,7 +211,7 @@ def report(database_url: str, *extra: str) -> dict[str, Any]:
     today = datetime.now(UTC).date()
     period = ("--since", str(today - timedelta(days=1)), "--until", str(today + timedelta(days=2)))
     done = subprocess.run(
-        [sys.executable, "-m", "tollhouse.cli", "report", "--format", "json", *period, *extra],
+        [sys.executable, "-m", "tollhouse", "report", "--format", "json", *period, *extra],
         capture_output=True,
         text=True,
         env={**os.environ, "TOLLHOUSE_DATABASE_URL": database_url},

@@ -15,14 +15,15 @@ from sqlalchemy import Engine, update
 from sqlmodel import col
 
 from tests.services import free_port
-from tollhouse import ledger
-from tollhouse.classify import Kind
-from tollhouse.costs import GIB, usd
-from tollhouse.ledger import Batch, Owned, Sample, Seen
-from tollhouse.meter import ObjectSeen, RunSeen, StepSeen, ToolCallSeen, Usage
-from tollhouse.models import OwnedObject
-from tollhouse.pricing import PricingTable, load_pricing, parse_pricing
-from tollhouse.report import (
+from tollhouse.api.classify import Kind
+from tollhouse.cli.report import report_command
+from tollhouse.ledger import store as ledger
+from tollhouse.ledger.models import OwnedObject
+from tollhouse.ledger.store import Batch, Owned, Sample, Seen
+from tollhouse.metering.costs import GIB, usd
+from tollhouse.metering.meter import ObjectSeen, RunSeen, StepSeen, ToolCallSeen, Usage
+from tollhouse.metering.pricing import PricingTable, load_pricing, parse_pricing
+from tollhouse.report.build import (
     GROUP_BYS,
     TOOLS_AND_STORAGE,
     UNKNOWN,
@@ -33,13 +34,12 @@ from tollhouse.report import (
     price_usage,
     storage_by_day,
 )
-from tollhouse.report_query import LedgerUsage, StoreHistory, ToolUsage
-from tollhouse.report_render import (
+from tollhouse.report.query import LedgerUsage, StoreHistory, ToolUsage
+from tollhouse.report.render import (
     NOTES,
     render_csv,
     render_json,
     render_table,
-    report_command,
     row_fields,
 )
 
@@ -203,7 +203,7 @@ def test_code_interpreter_sessions_and_file_search_calls(
 def pricing_path() -> Path:
     from importlib.resources import files
 
-    return Path(str(files("tollhouse") / "pricing.yaml"))
+    return Path(str(files("tollhouse.metering") / "pricing.yaml"))
 
 
 def test_storage_shares_the_free_gb_in_proportion_to_bytes(

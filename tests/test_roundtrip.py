@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread, serve
-from tollhouse.simulator import SimulatorConfig, create_app
+from tollhouse_simulator import SimulatorConfig, create_app
 
 
 @pytest.fixture

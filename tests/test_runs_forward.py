@@ -20,13 +20,13 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import make_url
 from sqlmodel import col
 
-from tollhouse import ledger
-from tollhouse.db import engine_from_url, migrate
-from tollhouse.ledger import GONE, SESSION_SECONDS, Batch, Counted, Seen, session_starts
-from tollhouse.meter import TERMINAL_STATUSES, RunSeen, StepSeen, ToolCallSeen, Usage
-from tollhouse.models import CodeInterpreterSession, Run, ToolCall
-from tollhouse.pricing import load_pricing
-from tollhouse.report import build_report
+from tollhouse.ledger import store as ledger
+from tollhouse.ledger.engine import engine_from_url, migrate
+from tollhouse.ledger.models import CodeInterpreterSession, Run, ToolCall
+from tollhouse.ledger.store import GONE, SESSION_SECONDS, Batch, Counted, Seen, session_starts
+from tollhouse.metering.meter import TERMINAL_STATUSES, RunSeen, StepSeen, ToolCallSeen, Usage
+from tollhouse.metering.pricing import load_pricing
+from tollhouse.report.build import build_report
 
 T0 = 1_764_000_000  # 2025-11-24T16:00:00Z
 TENANTS = ("acme", "globex", "initech")

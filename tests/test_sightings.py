@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tollhouse.classify import Kind
-from tollhouse.sightings import sightings
+from tollhouse.api.classify import Kind
+from tollhouse.proxy.sightings import sightings
 
 MESSAGE = {
     "id": "msg_reply",

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.servers import ServerThread, serve
-from tollhouse.simulator import SimulatorConfig, create_app
+from tollhouse_simulator import SimulatorConfig, create_app
 
 START = 1_700_000_000.0
 BETA = {"OpenAI-Beta": "assistants=v2", "Authorization": "Bearer sk-test"}

@@ -11,8 +11,8 @@ import openai
 import pytest
 
 from tests.servers import ServerThread, serve
-from tollhouse.simulator import SimulatorConfig, create_app
-from tollhouse.simulator.tokens import count_tokens
+from tollhouse_simulator import SimulatorConfig, create_app
+from tollhouse_simulator.tokens import count_tokens
 
 START = 1_700_000_000.0
 HELLO: list[Any] = [{"role": "user", "content": "Hello there"}]

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from tests.servers import serve
-from tollhouse.simulator import SimulatorConfig, create_app
+from tollhouse_simulator import SimulatorConfig, create_app
 
 START = 1_700_000_000.0
 AUTO = {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "4g"}}

@@ -17,8 +17,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from tests.servers import ServerThread, serve
-from tollhouse.simulator import SimulatorConfig, create_app
-from tollhouse.simulator.outputs import INCLUDABLE
+from tollhouse_simulator import SimulatorConfig, create_app
+from tollhouse_simulator.outputs import INCLUDABLE
 
 START = 1_700_000_000.0
 STREAM_EVENTS = [

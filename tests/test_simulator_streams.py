@@ -15,7 +15,7 @@ from openai.types.beta.threads import Text, TextDelta
 from openai.types.beta.threads.runs import RunStep, ToolCall
 
 from tests.servers import ServerThread, serve
-from tollhouse.simulator import SimulatorConfig, create_app
+from tollhouse_simulator import SimulatorConfig, create_app
 
 MESSAGE_EVENTS = [
     "thread.run.step.created",

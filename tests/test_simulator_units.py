@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tollhouse.simulator.config import SimulatorConfig
-from tollhouse.simulator.errors import SimulatorError
-from tollhouse.simulator.gate import check_beta, check_key, mask_key
-from tollhouse.simulator.ratelimit import RateLimiter, go_duration, request_class
-from tollhouse.simulator.search import Document, matches, score, search, validate_filter
-from tollhouse.simulator.steps import Planned, plan_first_leg
-from tollhouse.simulator.store import ListParams, Table, list_params, new_id
-from tollhouse.simulator.timeline import Timeline
-from tollhouse.simulator.tokens import (
+from tollhouse_simulator.config import SimulatorConfig
+from tollhouse_simulator.errors import SimulatorError
+from tollhouse_simulator.gate import check_beta, check_key, mask_key
+from tollhouse_simulator.ratelimit import RateLimiter, go_duration, request_class
+from tollhouse_simulator.search import Document, matches, score, search, validate_filter
+from tollhouse_simulator.steps import Planned, plan_first_leg
+from tollhouse_simulator.store import ListParams, Table, list_params, new_id
+from tollhouse_simulator.timeline import Timeline
+from tollhouse_simulator.tokens import (
     add_usage,
     chunks,
     count_tokens,

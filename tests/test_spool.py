@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from tollhouse.classify import Kind
-from tollhouse.ledger import Batch, Owned
-from tollhouse.meter import ObjectSeen
-from tollhouse.spool import Spool, dumps
+from tollhouse.api.classify import Kind
+from tollhouse.ledger.spool import Spool, dumps
+from tollhouse.ledger.store import Batch, Owned
+from tollhouse.metering.meter import ObjectSeen
 
 T0 = 1_764_000_000
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tollhouse.sse import SSEEvent, SSEParser
+from tollhouse.metering.sse import SSEEvent, SSEParser
 
 
 def parse(*chunks: bytes, max_event_size: int | None = None) -> tuple[list[SSEEvent], int]:

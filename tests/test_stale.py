@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from freezegun import freeze_time
 
-from tollhouse.policy import Cleanup, KeepMarker, parse_policy
-from tollhouse.stale import (
+from tollhouse.cleanup.stale import (
     Finding,
     Record,
     Upstream,
@@ -21,6 +20,7 @@ from tollhouse.stale import (
     in_use,
     protected,
 )
+from tollhouse.config.policy import Cleanup, KeepMarker, parse_policy
 
 DAY = 86_400
 T0 = 1_764_000_000

@@ -16,14 +16,10 @@ from sqlmodel import Session, select
 from tests.conftest import running_proxy
 from tests.servers import ServerThread, serve
 from tests.upstreams import Clock
-from tollhouse.buckets.bucket import Level, Limit, take_pair
-from tollhouse.buckets.memory import SWEEP_PER_TAKE, MemoryBuckets
-from tollhouse.classify import RequestClass
-from tollhouse.models import RequestCount
-from tollhouse.policy import Policy, parse_policy
-from tollhouse.quota import Quota
-from tollhouse.simulator import Simulator, SimulatorConfig, create_app
-from tollhouse.tenants import (
+from tollhouse.api.classify import RequestClass
+from tollhouse.config.policy import Policy, parse_policy
+from tollhouse.ledger.models import RequestCount
+from tollhouse.proxy.tenants import (
     IdentityRefused,
     Tenants,
     UnknownKey,
@@ -31,6 +27,10 @@ from tollhouse.tenants import (
     hash_key,
     new_key,
 )
+from tollhouse.quota.admission import Quota
+from tollhouse.quota.bucket import Level, Limit, take_pair
+from tollhouse.quota.memory import SWEEP_PER_TAKE, MemoryBuckets
+from tollhouse_simulator import Simulator, SimulatorConfig, create_app
 
 HEADER = "X-Tollhouse-Tenant"
 GET = RequestClass.GET
@@ -148,11 +148,11 @@ def test_forwarded_headers(
 def test_upstream_values_that_would_be_ignored_are_reported(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="tollhouse.tenants"):
+    with caplog.at_level(logging.WARNING, logger="tollhouse.proxy.tenants"):
         Tenants(header_policy())
     assert "tenants acme, globex: upstream organization/project" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="tollhouse.tenants"):
+    with caplog.at_level(logging.WARNING, logger="tollhouse.proxy.tenants"):
         Tenants(header_policy(), upstream_api_key="sk-real")
     assert caplog.text == ""
 

@@ -17,9 +17,9 @@ import pytest
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread, tollhouse_process
 from tests.services import redis_server
-from tollhouse.policy import parse_policy
-from tollhouse.simulator import Simulator
-from tollhouse.tenants import hash_key, new_key
+from tollhouse.config.policy import parse_policy
+from tollhouse.proxy.tenants import hash_key, new_key
+from tollhouse_simulator import Simulator
 
 HEADER = "X-Tollhouse-Tenant"
 

@@ -8,8 +8,8 @@ import zlib
 
 import pytest
 
-from tollhouse.codings import accepted as accepted_encodings
-from tollhouse.twins import StreamRestorer, Twins, query_ids, twin
+from tollhouse.proxy.codings import accepted as accepted_encodings
+from tollhouse.proxy.twins import StreamRestorer, Twins, query_ids, twin
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ from starlette.routing import Route
 
 from tests.conftest import ProxyFactory
 from tests.servers import serve as serve_app
-from tollhouse.forward import (
+from tollhouse.upstream.forward import (
     TRANSPORT_ERRORS,
     Forwarder,
     UpstreamConfigError,
@@ -1268,7 +1268,7 @@ def test_serve_refuses_unusable_tls_files_with_a_message(
     pem = tmp_path / "broken.pem"
     pem.write_text(text)
     done = subprocess.run(
-        [sys.executable, "-m", "tollhouse.cli", "serve", "--port", "0", "--admin-port", "0"],
+        [sys.executable, "-m", "tollhouse", "serve", "--port", "0", "--admin-port", "0"],
         env={
             **os.environ,
             variable: str(pem),

@@ -23,13 +23,13 @@ import openai
 from sqlalchemy import Engine
 
 from tests.servers import ServerThread, serve
-from tollhouse import ledger
-from tollhouse.classify import Kind
-from tollhouse.ledger import Batch, Owned
-from tollhouse.meter import ObjectSeen
-from tollhouse.simulator import Simulator, SimulatorConfig, create_app
-from tollhouse.simulator.store import new_id
-from tollhouse.simulator.threads import thread_object
+from tollhouse.api.classify import Kind
+from tollhouse.ledger import store as ledger
+from tollhouse.ledger.store import Batch, Owned
+from tollhouse.metering.meter import ObjectSeen
+from tollhouse_simulator import Simulator, SimulatorConfig, create_app
+from tollhouse_simulator.store import new_id
+from tollhouse_simulator.threads import thread_object
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 FAULTS = ("500", "500_after", "404_after", "timeout", "timeout_after")

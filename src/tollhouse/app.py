@@ -23,27 +23,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tollhouse import lease
-from tollhouse.asgi import Message, Receive, Scope, Send
-from tollhouse.buckets import buckets_from_url
-from tollhouse.cleaner import Cleaner, CleanerSettings
-from tollhouse.collector import JOBS, Collector, CollectorSettings, recovery_since
+from tollhouse.cleanup.cleaner import Cleaner, CleanerSettings
 from tollhouse.compose import ledger_engine, upstream_forwarder
-from tollhouse.db import migrate
-from tollhouse.forward import UpstreamError
-from tollhouse.lease import JobLease, job_ttl
-from tollhouse.metrics import Metrics
-from tollhouse.ownership import Ownership
-from tollhouse.policy import Policy, PolicyError, load_policy
-from tollhouse.pricing import load_pricing
-from tollhouse.proxy import Proxy
-from tollhouse.quota import Quota
-from tollhouse.schedule import collector_scheduler, schedule_cleanup
-from tollhouse.settings import Settings
-from tollhouse.spool import Spool
-from tollhouse.tenants import Tenants
-from tollhouse.tracing import Tracing, exporter_from_env
-from tollhouse.writer import LedgerWriter
+from tollhouse.config.policy import Policy, PolicyError, load_policy
+from tollhouse.config.settings import Settings
+from tollhouse.jobs.collector import JOBS, Collector, CollectorSettings, recovery_since
+from tollhouse.jobs.schedule import collector_scheduler, schedule_cleanup
+from tollhouse.ledger import lease
+from tollhouse.ledger.engine import migrate
+from tollhouse.ledger.lease import JobLease, job_ttl
+from tollhouse.ledger.spool import Spool
+from tollhouse.ledger.writer import LedgerWriter
+from tollhouse.metering.pricing import load_pricing
+from tollhouse.proxy.asgi import Message, Receive, Scope, Send
+from tollhouse.proxy.ownership import Ownership
+from tollhouse.proxy.pipeline import Proxy
+from tollhouse.proxy.tenants import Tenants
+from tollhouse.quota.admission import Quota
+from tollhouse.quota.backends import buckets_from_url
+from tollhouse.telemetry.metrics import Metrics
+from tollhouse.telemetry.tracing import Tracing, exporter_from_env
+from tollhouse.upstream.forward import UpstreamError
 
 log = logging.getLogger(__name__)
 

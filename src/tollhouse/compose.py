@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from tollhouse.db import engine_from_url
-from tollhouse.forward import Forwarder, UpstreamSettings
-from tollhouse.settings import Settings
+from tollhouse.config.settings import Settings
+from tollhouse.ledger.engine import engine_from_url
+from tollhouse.upstream.forward import Forwarder, UpstreamSettings
 
 
 def ledger_engine(settings: Settings) -> Engine:

@@ -14,14 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tollhouse.app import QuietServer, Tollhouse, listen, serve, server_config
-from tollhouse.cleanup_cli import render as render_sweep
+from tollhouse.cleanup.summary import render as render_sweep
+from tollhouse.config.policy import Policy, parse_policy
+from tollhouse.config.settings import Settings
 from tollhouse.demo import traffic
 from tollhouse.demo.report import render
-from tollhouse.policy import Policy, parse_policy
-from tollhouse.report import build_report
-from tollhouse.report_render import render_table
-from tollhouse.settings import Settings
-from tollhouse.simulator import SimulatorConfig, create_app
+from tollhouse.report.build import build_report
+from tollhouse.report.render import render_table
+from tollhouse_simulator import SimulatorConfig, create_app
 
 DEMO_POLICY = {
     "identify": {"mode": "header", "header": traffic.TENANT_HEADER},

@@ -1,0 +1,5 @@
+"""``python -m tollhouse``: the ``tollhouse`` command."""
+
+from tollhouse.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Stale objects: choosing, confirming, deleting with an audit trail; adopting old ones."""

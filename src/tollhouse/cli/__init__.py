@@ -1,0 +1,1 @@
+"""The tollhouse command: each subcommand parses its options and hands over to compose."""

@@ -1,0 +1,1 @@
+"""What tollhouse is told: settings from the environment and the policy file."""

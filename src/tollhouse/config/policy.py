@@ -1,0 +1,306 @@
+"""The policy file: tenants, their keys, their limits, the organisation's limits, shaping,
+and what the stale-resource cleaner may delete.
+
+Validated into frozen objects; every mistake is reported with the file and the
+field it is in, so ``tollhouse check-policy`` can be run in CI before a deploy.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from tollhouse.api.classify import RequestClass
+
+UNIT_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+# The organisation's published Assistants limits, per minute.
+PUBLISHED_LIMITS = {
+    RequestClass.GET: 1000,
+    RequestClass.POST: 300,
+    RequestClass.RUN_CREATE: 200,
+    RequestClass.DELETE: 300,
+}
+KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+RESERVED_TENANTS = frozenset({"_org", "_tollhouse", "other"})
+UPSTREAM_ORGANIZATION = re.compile(r"org-[A-Za-z0-9_-]{1,64}")
+UPSTREAM_PROJECT = re.compile(r"proj_[A-Za-z0-9_-]{1,64}")
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be used; the message names the file and the field."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RateLimit(_Frozen):
+    """``requests_per_unit`` per ``unit``, bursting to ``burst``; or ``unlimited``."""
+
+    requests_per_unit: Annotated[int, Field(gt=0)] | None = None
+    unit: Literal["second", "minute", "hour", "day"] = "minute"
+    burst: Annotated[int, Field(gt=0)] | None = None
+    unlimited: bool = False
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RateLimit:
+        if self.unlimited and self.requests_per_unit is not None:
+            raise ValueError("set either unlimited: true or requests_per_unit, not both")
+        if not self.unlimited and self.requests_per_unit is None:
+            raise ValueError("requests_per_unit is required unless unlimited: true")
+        return self
+
+    @property
+    def per_second(self) -> float | None:
+        """Requests a second this limit refills; None when unlimited."""
+        if self.requests_per_unit is None:
+            return None
+        return self.requests_per_unit / UNIT_SECONDS[self.unit]
+
+
+Limits = dict[RequestClass, RateLimit]
+
+
+def _key_hash(value: str) -> str:
+    if not KEY_HASH.match(value):
+        raise ValueError(
+            "must be a key hash like 'sha256:<64 hex digits>', as printed by "
+            "'tollhouse keys create'; never the key itself"
+        )
+    return value
+
+
+def _organization_id(value: str) -> str:
+    if not UPSTREAM_ORGANIZATION.fullmatch(value):
+        raise ValueError("must be an organization id like 'org-abc123', not its name")
+    return value
+
+
+def _project_id(value: str) -> str:
+    if not UPSTREAM_PROJECT.fullmatch(value):
+        raise ValueError("must be a project id like 'proj_abc123', not its name")
+    return value
+
+
+class Upstream(_Frozen):
+    """The ``OpenAI-Organization`` / ``OpenAI-Project`` sent for a tenant's requests.
+
+    Used whenever tollhouse sends its own upstream key; what a tenant sends itself
+    is then replaced, so a tenant cannot bill another project with that key.
+    """
+
+    organization: Annotated[str, AfterValidator(_organization_id)] | None = None
+    project: Annotated[str, AfterValidator(_project_id)] | None = None
+
+
+class Tenant(_Frozen):
+    keys: tuple[Annotated[str, AfterValidator(_key_hash)], ...] = ()
+    limits: Limits = {}
+    shadow_mode: bool = False
+    admin: bool = False  # reaches every tenant's objects, and objects with no owner
+    upstream: Upstream = Upstream()
+
+
+class Isolation(_Frozen):
+    """What ordinary tenants get for an object tollhouse has no owner for.
+
+    ``deny`` (the default) answers as for a missing object; ``allow`` opens such
+    objects to every tenant, for a migration window before ``tollhouse adopt`` ran.
+    """
+
+    unowned: Literal["deny", "allow"] = "deny"
+
+
+class Shaping(_Frozen):
+    max_wait: Annotated[float, Field(gt=0, le=60)]
+    max_queue: Annotated[int, Field(gt=0)] = 1000
+
+
+class Identify(_Frozen):
+    """How a request's tenant is found."""
+
+    mode: Literal["keys", "header", "default"] = "default"
+    header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] = "X-Tollhouse-Tenant"
+    default_tenant: str = "default"
+    # header mode: a tenant the policy does not list is refused (deny), or served with
+    # default_limits if its name is a usable tenant name (allow).
+    unlisted: Literal["deny", "allow"] = "deny"
+
+    @model_validator(mode="after")
+    def _unlisted_in_header_mode(self) -> Identify:
+        if self.unlisted == "allow" and self.mode != "header":
+            raise ValueError(
+                f"unlisted: allow applies only to mode: header (mode is {self.mode!r}), "
+                "where a trusted app names the tenant"
+            )
+        return self
+
+
+DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# The object kinds the cleaner deletes, as named in the policy.
+CleanupKind = Literal["threads", "vector_stores", "files", "assistants"]
+
+
+def _seconds(value: object) -> object:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or a number of seconds."""
+    if isinstance(value, str):
+        match = DURATION.match(value)
+        if match is None:
+            raise ValueError(
+                f"{value!r} is not a duration: write a whole number and a unit (s, m, h, d, w) "
+                "like '30d', a number of seconds, or null to turn it off"
+            )
+        return int(match.group(1)) * DURATION_SECONDS[match.group(2)]
+    return value
+
+
+Seconds = Annotated[int, BeforeValidator(_seconds), Field(gt=0)]
+# A time-to-live per kind; null turns the cleaner off for that kind.
+Ttls = dict[CleanupKind, Seconds | None]
+DEFAULT_TTLS: Ttls = {
+    "threads": 30 * 86400,
+    "vector_stores": 7 * 86400,
+    "files": 30 * 86400,
+    "assistants": None,
+}
+
+
+def _crontab(value: str) -> str:
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"not a crontab expression like '0 3 * * *': {exc}") from None
+    return value
+
+
+class KeepMarker(_Frozen):
+    """``metadata[key] == value`` on an object protects it from the cleaner."""
+
+    key: Annotated[str, Field(min_length=1, max_length=64)] = "tollhouse_keep"
+    value: Annotated[str, Field(min_length=1, max_length=512)] = "true"
+
+
+class CleanupTenant(_Frozen):
+    ttl: Ttls = {}
+
+
+class Cleanup(_Frozen):
+    """What the stale-resource cleaner deletes, when, and how much of the DELETE budget."""
+
+    enabled: bool = True
+    schedule: Annotated[str, AfterValidator(_crontab)] = "0 3 * * *"  # UTC
+    ttl: Ttls = {}
+    tenants: dict[str, CleanupTenant] = {}
+    keep_marker: KeepMarker = KeepMarker()
+    delete_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Cleanup:
+        for name in self.tenants:
+            if not TENANT_NAME.match(name) or name in RESERVED_TENANTS:
+                raise ValueError(f"tenants.{name}: not a usable tenant name")
+        # Kinds not given keep their defaults; null is kept as "off".
+        object.__setattr__(self, "ttl", {**DEFAULT_TTLS, **self.ttl})
+        return self
+
+    def ttl_for(self, tenant: str, kind: CleanupKind) -> int | None:
+        """Seconds an object of ``kind`` may go untouched; None: it is never deleted."""
+        own = self.tenants.get(tenant)
+        if own is not None and kind in own.ttl:
+            return own.ttl[kind]
+        return self.ttl.get(kind)
+
+
+def _published() -> Limits:
+    return {cls: RateLimit(requests_per_unit=n) for cls, n in PUBLISHED_LIMITS.items()}
+
+
+class Policy(_Frozen):
+    identify: Identify = Identify()
+    tenants: dict[str, Tenant] = {}
+    default_limits: Limits = {}
+    organization: Limits = Field(default_factory=_published)
+    shaping: dict[RequestClass, Shaping] = {}
+    shadow_mode: bool = False
+    cleanup: Cleanup = Cleanup()
+    isolation: Isolation = Isolation()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        seen: dict[str, str] = {}
+        for name, tenant in self.tenants.items():
+            if not TENANT_NAME.match(name) or name in RESERVED_TENANTS:
+                raise ValueError(f"tenants.{name}: not a usable tenant name")
+            for key in tenant.keys:
+                if key in seen:
+                    raise ValueError(f"tenants.{name}.keys: key also belongs to {seen[key]}")
+                seen[key] = name
+        if self.identify.mode == "keys" and not seen:
+            raise ValueError("identify.mode is 'keys' but no tenant has a key")
+        # Organisation limits not given keep their published values.
+        merged = {**_published(), **self.organization}
+        object.__setattr__(self, "organization", merged)
+        return self
+
+    def tenant_limit(self, tenant: str, request_class: RequestClass) -> RateLimit | None:
+        """The tenant's own limit for a class, else the default one; None: no tenant limit."""
+        own = self.tenants.get(tenant)
+        if own is not None and request_class in own.limits:
+            return own.limits[request_class]
+        return self.default_limits.get(request_class)
+
+    def reaches_all(self, tenant: str) -> bool:
+        """Whether ``tenant`` is exempt from isolation: an admin, or the only tenant there is."""
+        if self.identify.mode == "default":
+            return True
+        own = self.tenants.get(tenant)
+        return own is not None and own.admin
+
+    def in_shadow_mode(self, tenant: str) -> bool:
+        own = self.tenants.get(tenant)
+        return self.shadow_mode or (own is not None and own.shadow_mode)
+
+
+def _problem(source: str, error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"]).replace(".[key]", " (as a key)")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{source}: {where}: {message}" if where else f"{source}: {message}"
+
+
+def parse_policy(data: Any, source: str) -> Policy:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: the policy must be a mapping, not {type(data).__name__}")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = [_problem(source, error) for error in exc.errors()]
+        raise PolicyError("\n".join(problems)) from None
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read the policy file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+    return parse_policy(data, str(path))

@@ -1,0 +1,1 @@
+"""Usage read from answers and streams, the price table, and what the usage costs."""

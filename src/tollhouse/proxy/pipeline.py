@@ -1,0 +1,491 @@
+"""The request path, top to bottom: classify, tenant, ownership, quota, forward, observe.
+
+Plain ASGI, so that bodies stream chunk by chunk in both directions and
+nothing sits between the upstream's bytes and the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from opentelemetry.trace import Span
+
+from tollhouse.api import references
+from tollhouse.api.classify import Operation, RequestClass, classify
+from tollhouse.api.errors import (
+    ErrorResponse,
+    not_found,
+    unparseable_body,
+)
+from tollhouse.api.paths import path_problem
+from tollhouse.ledger.writer import LedgerWriter
+from tollhouse.proxy.asgi import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    StreamAborted,
+    request_body,
+    send_error,
+    wait_for_disconnect,
+)
+from tollhouse.proxy.codings import Undecodable
+from tollhouse.proxy.isolate import (
+    Named,
+    Refused,
+    RestoredResponse,
+    checked_body,
+    header,
+    named_ids,
+    narrowed,
+)
+from tollhouse.proxy.lists import MAX_PAGES, SHARED_LISTS, BadPaging, ListRequest, filtered_list
+from tollhouse.proxy.observe import Observer, observes
+from tollhouse.proxy.ownership import LedgerUnavailable, Ownership
+from tollhouse.proxy.tenants import OTHER, Identity, IdentityRefused, Tenants
+from tollhouse.proxy.twins import StreamRestorer, Twins
+from tollhouse.quota.admission import Decision, Quota
+from tollhouse.telemetry.metrics import Metrics
+from tollhouse.telemetry.tracing import Tracing
+from tollhouse.upstream.forward import (
+    Forwarder,
+    Headers,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamResponse,
+    forwarded_headers,
+)
+
+log = logging.getLogger(__name__)
+
+# Responses up to this size, with a known length, are read whole and sent in one
+# message; anything larger, or of unknown length (SSE), is relayed chunk by chunk.
+WHOLE_BODY_LIMIT = 256 * 1024
+MAX_JSON_BODY = 8 * 1024 * 1024  # the most of a JSON request body read to check it
+RUN_POLL = "threads.runs.retrieve"
+
+
+class _Exchange:
+    """One request's bookkeeping; ``finish`` records it once, before its last bytes go out."""
+
+    __slots__ = (
+        "_clock",
+        "_done",
+        "_metrics",
+        "_writer",
+        "decision",
+        "identity",
+        "observer",
+        "operation",
+        "span",
+        "started",
+        "status",
+        "touches",
+        "upstream_started",
+    )
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        writer: LedgerWriter,
+        clock: Callable[[], float],
+        identity: Identity,
+        operation: Operation,
+        started: float,
+        decision: Decision,
+        observer: Observer,
+        span: Span | None,
+    ) -> None:
+        self._metrics = metrics
+        self._writer = writer
+        self._clock = clock
+        self.identity = identity
+        self.operation = operation
+        self.started = started
+        self.decision = decision
+        self.observer = observer
+        self.span = span
+        self.status: int | None = None
+        self.upstream_started: float | None = None
+        self.touches = True  # a success moves the last use of the objects it names
+        self._done = False
+
+    def finish(self, outcome: str) -> None:
+        if self._done:
+            return
+        self._done = True
+        metrics, operation = self._metrics, self.operation
+        if outcome == "forwarded":
+            outcome = self.decision.outcome  # forwarded, or shadow_throttled
+        metrics.count(self.identity.label, operation, outcome)
+        self._writer.count_request(self.identity.tenant, operation.request_class, outcome)
+        Tracing.end(self.span, outcome, self.status)
+        if self.status is not None:
+            metrics.upstream_status(operation.request_class, self.status)
+            if self.status < 400 and operation.params and self.touches:
+                self._writer.touch(operation.params.values())
+        if self.upstream_started is not None and outcome != "upstream_error":
+            now = self._clock()
+            upstream = now - self.upstream_started
+            metrics.upstream_duration.labels(operation.request_class, operation.name).observe(
+                upstream
+            )
+            added = now - self.started - upstream - self.decision.wait
+            metrics.overhead.observe(max(added, 0.0))
+
+
+class Proxy:
+    """The ASGI application that forwards ``/v1/...`` to the upstream."""
+
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        metrics: Metrics,
+        tenants: Tenants,
+        quota: Quota,
+        ownership: Ownership,
+        writer: LedgerWriter,
+        tracing: Tracing,
+        clock: Callable[[], float] = time.perf_counter,
+        max_body: int = MAX_JSON_BODY,
+        list_pages: int = MAX_PAGES,
+    ) -> None:
+        self._max_body = max_body
+        self._list_pages = list_pages
+        self._forwarder = forwarder
+        self._metrics = metrics
+        self.tenants = tenants
+        self._quota = quota
+        self._ownership = ownership
+        self._writer = writer
+        self._tracing = tracing
+        self._clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = self._clock()
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if not path.startswith("/v1/"):
+            await send_error(send, not_found(method, path))
+            return
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        problem = path_problem(raw_path)
+        if problem is not None:
+            await self._refuse(send, OTHER, OTHER, classify(method, ""), "rejected", problem)
+            return
+        operation = classify(method, path)
+        try:
+            identity, headers = self.tenants.identify(forwarded_headers(scope["headers"]))
+        except IdentityRefused as exc:
+            log.info("refused %s %s: %s", method, operation.name, exc)
+            await self._refuse(send, OTHER, OTHER, operation, "rejected", exc.response())
+            return
+        decision = await self._quota.admit(identity.tenant, operation.request_class)
+        self._metrics.record_budget(
+            decision.request_class,
+            decision.levels(identity.label),
+            decision.wait if decision.allowed else 0.0,
+        )
+        if not decision.allowed:
+            await self._refuse(
+                send, identity.tenant, identity.label, operation, "throttled", decision.refusal()
+            )
+            return
+        if operation.name == RUN_POLL:
+            self._metrics.run_polls.labels(identity.label).inc()
+        span = self._tracing.start(operation, method, identity.tenant, operation.request_class)
+        observer = Observer(self._ownership, self._writer, identity.tenant, operation, span)
+        exchange = _Exchange(
+            self._metrics,
+            self._writer,
+            self._clock,
+            identity,
+            operation,
+            started,
+            decision,
+            observer,
+            span,
+        )
+        self._metrics.in_flight.inc()
+        try:
+            await self._forward(scope, receive, send, exchange, headers)
+        finally:
+            self._metrics.in_flight.dec()
+            exchange.finish("forwarded")  # no-op unless a path below left it unrecorded
+        observer.hand_over()
+
+    async def _refuse(
+        self,
+        send: Send,
+        tenant: str,
+        label: str,
+        operation: Operation,
+        outcome: str,
+        error: ErrorResponse,
+    ) -> None:
+        self._metrics.count(label, operation, outcome)
+        self._writer.count_request(tenant, operation.request_class, outcome)
+        span = self._tracing.start(operation, "", tenant, operation.request_class)
+        Tracing.end(span, outcome, error.status)
+        await send_error(send, error)
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, exchange: _Exchange, headers: Headers
+    ) -> None:
+        method: str = scope["method"]
+        operation, tenant = exchange.operation, exchange.identity.tenant
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        query = scope["query_string"].decode("latin-1")
+        isolated = not self._ownership.reaches_all(tenant)
+        try:
+            if isolated:
+                body, document = await checked_body(
+                    receive, method, operation, headers, self._max_body
+                )
+            else:  # nothing to check: the body streams as it comes
+                body, document = await request_body(receive), None
+            named = named_ids(operation, raw_path, query, document)
+            twins, owned_parent = await self._isolate(tenant, operation, named)
+            if twins:
+                raw_path, query = twins.path(raw_path), twins.query(query)
+                if document is not None:
+                    body = references.replaced(document, twins.of, anywhere=not operation.known)
+        except ClientDisconnected:
+            exchange.finish("rejected")
+            return
+        except (Refused, LedgerUnavailable) as exc:
+            exchange.finish("rejected")
+            await send_error(send, exc.response())
+            return
+        except references.UnreadableBody:
+            exchange.finish("rejected")
+            await send_error(send, unparseable_body())
+            return
+        if isolated:
+            # Every answer an isolated tenant gets comes in a coding tollhouse can undo,
+            # refused (twinned) or not, so the two cannot be told apart by their coding.
+            headers = narrowed(headers)
+            self._mark(exchange, twins, owned_parent, named)
+        if isinstance(body, bytes):
+            headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+        exchange.upstream_started = self._clock()
+        try:
+            if not twins and self._filters(tenant, operation):
+                await self._filtered_list(receive, send, exchange, method, raw_path, query, headers)
+                return
+            response = await self._forwarder.send(method, raw_path, query, headers, body)
+        except UpstreamError as exc:
+            log.warning("upstream request failed for %s %s: %s", method, operation.name, exc)
+            exchange.finish("upstream_error")
+            await send_error(send, exc.response())
+            return
+        except ClientDisconnected:
+            exchange.finish("rejected")
+            return
+        response.headers.extend(exchange.decision.headers())
+        try:
+            if twins:
+                await self._relay_restored(response, receive, send, exchange, twins)
+            else:
+                await self._relay(response, receive, send, exchange)
+        finally:
+            response.close()
+
+    def _mark(self, exchange: _Exchange, twins: Twins, owned_parent: bool, named: Named) -> None:
+        """Count a refusal; or let the observer take what the tenant's own answer holds."""
+        operation = exchange.operation
+        if twins:
+            self._metrics.isolation_denials.labels(exchange.identity.label, operation.name).inc()
+            log.info("%s named objects %s cannot reach", operation.name, exchange.identity.tenant)
+            exchange.touches = False
+        elif owned_parent:  # (admins are not isolated: their sightings would take others')
+            exchange.observer.sighting = True
+            exchange.observer.named = frozenset([*operation.params.values(), *named.in_body])
+
+    async def _isolate(self, tenant: str, operation: Operation, named: Named) -> tuple[Twins, bool]:
+        """The twins of the ids ``tenant`` may not reach; whether it owns the path's parent."""
+        twins = Twins(await self._ownership.foreign(tenant, named.strict, named.loose))
+        parent = next(iter(operation.params.values()), None)
+        if twins:
+            owned_parent = False
+        elif parent is not None:
+            owned_parent = await self._ownership.owns(tenant, parent)
+        else:
+            owned_parent = operation.creates is not None
+        return twins, owned_parent
+
+    def _filters(self, tenant: str, operation: Operation) -> bool:
+        return operation.name in SHARED_LISTS and not self._ownership.reaches_all(tenant)
+
+    async def _filtered_list(
+        self,
+        receive: Receive,
+        send: Send,
+        exchange: _Exchange,
+        method: str,
+        raw_path: str,
+        query: str,
+        headers: Headers,
+    ) -> None:
+        """An organisation-wide list, narrowed to the caller's objects."""
+        tenant, label = exchange.identity.tenant, exchange.identity.label
+
+        async def visible(ids: list[str]) -> set[str]:
+            return set(ids) - await self._ownership.foreign(tenant, strict=ids)
+
+        async def may_fetch() -> bool:
+            decision = await self._quota.admit(tenant, RequestClass.GET)
+            return decision.allowed
+
+        try:
+            request = ListRequest.parse(query)
+        except BadPaging as exc:
+            exchange.finish("rejected")
+            error = ErrorResponse(400, str(exc), "invalid_request_error", exc.code, exc.param)
+            await send_error(send, error)
+            return
+        pages = await filtered_list(
+            self._forwarder,
+            raw_path,
+            request,
+            headers,
+            visible,
+            may_fetch,
+            self._list_pages,
+        )
+        if isinstance(pages, UpstreamResponse):
+            pages.headers.extend(exchange.decision.headers())
+            try:
+                await self._relay(pages, receive, send, exchange)
+            finally:
+                pages.close()
+            return
+        self._metrics.list_pages.labels(label).inc(pages.upstream_pages)
+        exchange.status = pages.status
+        if observes(exchange.operation, pages.status):
+            await exchange.observer.whole_body(pages.body, pages.status)
+        exchange.finish("forwarded")
+        headers_out = [*pages.headers, *exchange.decision.headers()]
+        await send({"type": "http.response.start", "status": pages.status, "headers": headers_out})
+        # HEAD (and OPTIONS) learn the filtered page's length, never the organisation's.
+        content = pages.body if method == "GET" else b""
+        await send({"type": "http.response.body", "body": content})
+
+    async def _relay_restored(
+        self,
+        response: UpstreamResponse,
+        receive: Receive,
+        send: Send,
+        exchange: _Exchange,
+        twins: Twins,
+    ) -> None:
+        """The answer to a request whose foreign ids were twinned, with the twins mapped back."""
+        exchange.status = response.status
+        coding = header(response.headers, b"content-encoding") or b""
+        if response.content_type == "text/event-stream" and not coding.strip():
+            # A stream (a twinned create that still runs) is relayed as it comes.
+            restorer = StreamRestorer(twins)
+            restored = RestoredResponse(response, restorer)
+            await self._relay(restored, receive, send, exchange)  # type: ignore[arg-type]
+            return
+        try:
+            content = twins.restore(await response.read(), coding)
+        except UpstreamError as exc:
+            exchange.finish("upstream_error")
+            await send_error(send, exc.response())
+            return
+        except Undecodable as exc:
+            log.warning("cannot map twins back in a %s answer: %s", coding, exc)
+            exchange.finish("upstream_error")
+            await send_error(send, UpstreamProtocolError(self._forwarder.name, str(exc)).response())
+            return
+        exchange.observer.form(response.content_type, coding)
+        if observes(exchange.operation, response.status):
+            await exchange.observer.whole_body(content, response.status)
+        # The same headers in the same order as any answer, only the length is the new one.
+        length = str(len(content)).encode()
+        headers_out = [
+            (k, length if k.lower() == b"content-length" else v)
+            for k, v in response.headers
+            if k.lower() != b"transfer-encoding"
+        ]
+        if header(headers_out, b"content-length") is None:
+            headers_out.append((b"content-length", length))
+        exchange.finish("forwarded")
+        start = {"type": "http.response.start", "status": response.status, "headers": headers_out}
+        await send(start)
+        await send({"type": "http.response.body", "body": content})
+
+    async def _relay(
+        self, response: UpstreamResponse, receive: Receive, send: Send, exchange: _Exchange
+    ) -> None:
+        start = {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": response.headers,
+        }
+        exchange.status = response.status
+        observing = observes(exchange.operation, response.status)
+        if observing:
+            coding = header(response.headers, b"content-encoding") or b""
+            exchange.observer.form(response.content_type, coding)
+        length = response.content_length
+        if length is not None and length <= WHOLE_BODY_LIMIT:
+            try:
+                content = await response.read()
+            except UpstreamError as exc:
+                log.warning("upstream response body failed: %s", exc)
+                exchange.finish("upstream_error")
+                await send_error(send, exc.response())
+                return
+            if observing:
+                await exchange.observer.whole_body(content, response.status)
+            exchange.finish("forwarded")
+            await send(start)
+            await send({"type": "http.response.body", "body": content})
+            return
+        await send(start)
+        await self._stream(response, receive, send, exchange, observing)
+
+    async def _stream(
+        self,
+        response: UpstreamResponse,
+        receive: Receive,
+        send: Send,
+        exchange: _Exchange,
+        observing: bool,
+    ) -> None:
+        """Relay chunk by chunk; a client that leaves cancels the upstream read."""
+        relay = asyncio.ensure_future(self._relay_chunks(response, send, exchange, observing))
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        try:
+            await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            if not relay.done():
+                relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
+                self._metrics.stream_aborts.labels("client_disconnect").inc()
+                log.info("client disconnected mid-response; upstream request cancelled")
+        if relay.done() and not relay.cancelled() and (exc := relay.exception()) is not None:
+            self._metrics.stream_aborts.labels("upstream_error").inc()
+            log.warning("upstream stream broke after the response started: %s", exc)
+            exchange.finish("upstream_error")
+            raise StreamAborted(str(exc)) from exc
+
+    @staticmethod
+    async def _relay_chunks(
+        response: UpstreamResponse, send: Send, exchange: _Exchange, observing: bool
+    ) -> None:
+        observer = exchange.observer
+        async for chunk in response.chunks():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if observing:
+                observer.chunk(chunk)
+        if observing:
+            await observer.end()
+        exchange.finish("forwarded")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

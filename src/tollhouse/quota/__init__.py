@@ -1,0 +1,1 @@
+"""Admission: per-tenant and organisation token buckets, in memory or on Redis."""

@@ -1,0 +1,220 @@
+"""The ledger's usage for a report period, read with SQL and summed per tenant and day.
+
+Pricing the usage is ``report``'s job; this module only fetches it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import Connection, Engine, Executable, and_, func, or_, select
+from sqlmodel import col
+
+from tollhouse.api.classify import Kind
+from tollhouse.ledger.models import (
+    CodeInterpreterSession,
+    OwnedObject,
+    Run,
+    ToolCall,
+    VectorStoreSample,
+)
+from tollhouse.metering.meter import TERMINAL_STATUSES
+
+DAY = 86_400
+_EPOCH = date(1970, 1, 1)
+
+
+def unix_day(day_number: int) -> date:
+    return _EPOCH + timedelta(days=day_number)
+
+
+@dataclass(frozen=True, slots=True)
+class RunUsage:
+    """Terminal runs of one tenant, model, assistant and UTC day."""
+
+    tenant: str
+    model: str | None
+    assistant_id: str | None
+    day: date
+    runs: int
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUsage:
+    """Code Interpreter sessions, or File Search calls, of one tenant, assistant and day."""
+
+    tenant: str
+    assistant_id: str | None
+    day: date
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHistory:
+    """A vector store's ``(at, tenant, usage_bytes)`` samples, from the last one before the
+    period on, and when it was known to be gone (None: still there)."""
+
+    vector_store_id: str
+    samples: tuple[tuple[int, str, int], ...]
+    gone_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerUsage:
+    runs: Sequence[RunUsage] = ()
+    sessions: Sequence[ToolUsage] = ()
+    file_search_calls: Sequence[ToolUsage] = ()
+    stores: Sequence[StoreHistory] = ()
+
+
+def fetch_usage(
+    engine: Engine, start: int, end: int, storage_end: int, tenant: str | None = None
+) -> LedgerUsage:
+    """The ledger's usage in [start, end), and storage samples up to ``storage_end``.
+
+    Storage samples are read for every tenant: the free allowance is shared across them."""
+    with engine.connect() as connection:
+        return LedgerUsage(
+            runs=_runs(connection, start, end, tenant),
+            sessions=_sessions(connection, start, end, tenant),
+            file_search_calls=_file_search_calls(connection, start, end, tenant),
+            stores=_stores(connection, start, storage_end),
+        )
+
+
+def _runs(connection: Connection, start: int, end: int, tenant: str | None) -> list[RunUsage]:
+    at = func.coalesce(col(Run.finished_at), col(Run.created_at))
+    day = (at // DAY).label("day")
+    keys = (col(Run.tenant), col(Run.model), col(Run.assistant_id), day)
+    query = (
+        select(
+            *keys,
+            func.count().label("runs"),
+            func.coalesce(func.sum(col(Run.prompt_tokens)), 0).label("input_tokens"),
+            func.coalesce(func.sum(col(Run.completion_tokens)), 0).label("output_tokens"),
+        )
+        .where(
+            col(Run.usage_recorded_at).is_not(None),
+            col(Run.status).in_(sorted(TERMINAL_STATUSES)),
+            at >= start,
+            at < end,
+        )
+        .group_by(*keys)
+    )
+    if tenant is not None:
+        query = query.where(col(Run.tenant) == tenant)
+    return [
+        RunUsage(
+            row.tenant,
+            row.model,
+            row.assistant_id,
+            unix_day(int(row.day)),
+            *map(int, (row.runs, row.input_tokens, row.output_tokens)),
+        )
+        for row in connection.execute(query)
+    ]
+
+
+def _file_search_calls(
+    connection: Connection, start: int, end: int, tenant: str | None
+) -> list[ToolUsage]:
+    day = (col(ToolCall.at) // DAY).label("day")
+    keys = (col(ToolCall.tenant), col(Run.assistant_id), day)
+    query = (
+        select(*keys, func.count().label("calls"))
+        .select_from(ToolCall)
+        .outerjoin(Run, col(Run.id) == col(ToolCall.run_id))
+        .where(col(ToolCall.type) == "file_search", col(ToolCall.at) >= start)
+        .where(col(ToolCall.at) < end)
+        .group_by(*keys)
+    )
+    if tenant is not None:
+        query = query.where(col(ToolCall.tenant) == tenant)
+    return _tool_usage(connection, query)
+
+
+def _sessions(connection: Connection, start: int, end: int, tenant: str | None) -> list[ToolUsage]:
+    session = CodeInterpreterSession
+    opener = (  # the call that opened the session: its thread's first call at or after the start
+        select(col(ToolCall.run_id))
+        .where(
+            col(ToolCall.thread_id) == col(session.thread_id),
+            col(ToolCall.type) == "code_interpreter",
+            col(ToolCall.at) >= col(session.started_at),
+        )
+        .order_by(col(ToolCall.at), col(ToolCall.id))
+        .limit(1)
+        .scalar_subquery()
+    )
+    sessions = select(
+        col(session.tenant).label("tenant"),
+        (col(session.started_at) // DAY).label("day"),
+        opener.label("run_id"),
+    ).where(col(session.started_at) >= start, col(session.started_at) < end)
+    if tenant is not None:
+        sessions = sessions.where(col(session.tenant) == tenant)
+    found = sessions.subquery()
+    keys = (found.c.tenant, col(Run.assistant_id), found.c.day)
+    query = (
+        select(*keys, func.count().label("calls"))
+        .select_from(found.outerjoin(Run, col(Run.id) == found.c.run_id))
+        .group_by(*keys)
+    )
+    return _tool_usage(connection, query)
+
+
+def _tool_usage(connection: Connection, query: Executable) -> list[ToolUsage]:
+    return [
+        ToolUsage(row.tenant, row.assistant_id, unix_day(int(row.day)), int(row.calls))
+        for row in connection.execute(query)
+    ]
+
+
+def _stores(connection: Connection, start: int, end: int) -> list[StoreHistory]:
+    """The samples of the last sampling round before ``start`` and of every round in
+    [start, end), per store, and when each store was gone.
+
+    The collector records every store it lists with the same time, so the stores that
+    carry into the period are those of the last round before it, and a store is gone
+    from the first later round that does not list it (or from its recorded deletion)."""
+    at = col(VectorStoreSample.at)
+    carried = connection.execute(select(func.max(at)).where(at < start)).scalar_one_or_none()
+    within = and_(at >= start, at < end)
+    query = (
+        select(
+            col(VectorStoreSample.vector_store_id),
+            at,
+            col(VectorStoreSample.tenant),
+            col(VectorStoreSample.usage_bytes),
+        )
+        .where(within if carried is None else or_(at == carried, within))
+        .order_by(at, col(VectorStoreSample.id))
+    )
+    history: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
+    rounds: list[int] = []
+    for row in connection.execute(query):
+        history[row.vector_store_id].append((int(row.at), row.tenant, int(row.usage_bytes)))
+        if not rounds or rounds[-1] != row.at:
+            rounds.append(int(row.at))
+    deleted = {
+        row.id: int(row.deleted_at)
+        for row in connection.execute(
+            select(col(OwnedObject.id), col(OwnedObject.deleted_at)).where(
+                col(OwnedObject.kind) == str(Kind.VECTOR_STORE),
+                col(OwnedObject.deleted_at).is_not(None),
+            )
+        )
+    }
+    stores = []
+    for store_id, samples in sorted(history.items()):
+        index = bisect_right(rounds, samples[-1][0])
+        ends = [deleted.get(store_id), rounds[index] if index < len(rounds) else None]
+        gone = min((moment for moment in ends if moment is not None), default=None)
+        stores.append(StoreHistory(store_id, tuple(samples), gone))
+    return stores

@@ -1,0 +1,1 @@
+"""What operators see: Prometheus metrics, OpenTelemetry traces, logs, Grafana dashboards."""

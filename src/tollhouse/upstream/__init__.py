@@ -1,0 +1,1 @@
+"""Forwarding to the upstream: the HTTP client and the table of its transport errors."""
