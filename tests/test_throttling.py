@@ -260,8 +260,11 @@ def test_three_processes_sharing_redis_admit_one_bucket(simulator: ServerThread)
                 tollhouse_process(*args, env=env) as three,
             ):
                 urls = [one.url, two.url, three.url] * 20
+                started = time.monotonic()
                 with ThreadPoolExecutor(6) as pool:
                     results = list(pool.map(remaining_after_create, urls))
+                refilled = (time.monotonic() - started) / 2  # 30 a minute: one token per 2 s
     admitted = sum(result != "429" for result in results)
-    # 60 requests at one tenant across three replicas: one bucket of 30 (+1 refill)
-    assert 30 <= admitted <= 31
+    # 60 requests at one tenant across three replicas: one bucket of 30 plus what refilled
+    # while they ran (three buckets would admit all 60)
+    assert 30 <= admitted <= 30 + math.ceil(refilled)

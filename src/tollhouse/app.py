@@ -23,26 +23,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tollhouse.cleanup.cleaner import Cleaner, CleanerSettings
-from tollhouse.compose import ledger_engine, upstream_forwarder
+from tollhouse.compose import StartupRefused, serving
 from tollhouse.config.policy import Policy, PolicyError, load_policy
 from tollhouse.config.settings import Settings
-from tollhouse.jobs.collector import JOBS, Collector, CollectorSettings, recovery_since
+from tollhouse.jobs.collector import Collector, recovery_since
 from tollhouse.jobs.schedule import collector_scheduler, schedule_cleanup
-from tollhouse.ledger import lease
 from tollhouse.ledger.engine import migrate
-from tollhouse.ledger.lease import JobLease, job_ttl
-from tollhouse.ledger.spool import Spool
-from tollhouse.ledger.writer import LedgerWriter
-from tollhouse.metering.pricing import load_pricing
 from tollhouse.proxy.asgi import Message, Receive, Scope, Send
-from tollhouse.proxy.ownership import Ownership
-from tollhouse.proxy.pipeline import Proxy
-from tollhouse.proxy.tenants import Tenants
-from tollhouse.quota.admission import Quota
-from tollhouse.quota.backends import buckets_from_url
-from tollhouse.telemetry.metrics import Metrics
-from tollhouse.telemetry.tracing import Tracing, exporter_from_env
 from tollhouse.upstream.forward import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -63,83 +50,19 @@ class Tollhouse:
     ) -> None:
         self.settings = settings
         self._clock = clock
-        if policy is None:
-            policy = load_policy(settings.policy_file) if settings.policy_file else Policy()
-        self._upstream_key = (
-            settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
-        )
-        _refuse_dangerous(policy, self._upstream_key)
-        tenants = Tenants(policy, self._upstream_key)
-        self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = Metrics(self.registry, tenants.labels)
-        self.buckets = buckets_from_url(
-            settings.buckets_url, settings.replicas, self.metrics.buckets_fallback.set
-        )
-        self.quota = Quota(self.buckets, policy)
-        self.pricing = load_pricing(settings.pricing_file)
-        self.engine = ledger_engine(settings)
-        self.writer = LedgerWriter(
-            self.engine,
-            self.metrics,
-            self.pricing,
-            Spool(settings.spool_path),
-            tenants.label,
-            clock=clock,
-            owner_timeout=settings.owner_write_timeout,
-        )
-        self.ownership = Ownership(
-            self.engine,
-            self.writer,
-            lambda: self.quota.policy,
-            # the database's statement timeout, and the watchdog's half second past it
-            lookup_timeout=settings.database_statement_timeout + 1.0,
-        )
-        self.forwarder = upstream_forwarder(settings)
-        self.tracing = Tracing(exporter if exporter is not None else exporter_from_env(os.environ))
-        self.proxy = Proxy(
-            self.forwarder,
-            self.metrics,
-            tenants,
-            self.quota,
-            self.ownership,
-            self.writer,
-            self.tracing,
-            max_body=settings.max_json_body_bytes,
-            list_pages=settings.list_scan_pages,
-        )
-        self.collector: Collector | None = None
-        self.cleaner: Cleaner | None = None
+        parts = serving(settings, policy, registry, exporter, clock)
+        shared = parts.core
+        self.current = shared.current
+        self.registry, self.metrics, self.buckets = shared.registry, shared.metrics, shared.buckets
+        self.quota, self.pricing, self.engine = shared.quota, shared.pricing, shared.engine
+        self.forwarder, self.writer = shared.forwarder, parts.writer
+        self.ownership, self.tracing, self.proxy = parts.ownership, parts.tracing, parts.proxy
+        self.cleaner, self.collector, self.leases = parts.cleaner, parts.collector, parts.leases
         self.scheduler: AsyncIOScheduler | None = None
-        self.leases: dict[str, JobLease] = {}
         self.marker = settings.running_marker or settings.spool_path.with_suffix(".running")
         self._recovery: asyncio.Task[None] | None = None
         self.recovery_pending = False
         self._heartbeat: asyncio.Task[None] | None = None
-        if self._upstream_key:
-            self.cleaner = Cleaner(
-                self.engine,
-                self.forwarder,
-                self.quota,
-                self.metrics,
-                CleanerSettings(self._upstream_key),
-                tenants.label,
-            )
-            self.collector = Collector(
-                self.engine,
-                self.writer,
-                self.forwarder,
-                self.quota,
-                self.metrics,
-                CollectorSettings(self._upstream_key, reconcile_after=settings.reconcile_after),
-                tenants.label,
-            )
-            holder = lease.holder_id()
-            intervals = {"reconciler": settings.reconcile_seconds}
-            intervals["storage_sampler"] = settings.sample_seconds
-            self.leases = {
-                job: JobLease(self.engine, job, holder, job_ttl(intervals[job]), clock)
-                for job in JOBS
-            }
         self.ready = False
         self.admin = Starlette(
             routes=[
@@ -184,7 +107,9 @@ class Tollhouse:
                 self.settings.sample_seconds,
             )
             if self.cleaner is not None:
-                schedule_cleanup(self.scheduler, self.cleaner, self.quota.policy.cleanup)
+                scheduler, cleaner = self.scheduler, self.cleaner
+                schedule_cleanup(scheduler, cleaner, self.current.policy().cleanup)
+                self.current.on_swap(lambda p: schedule_cleanup(scheduler, cleaner, p.cleanup))
             self.scheduler.start()
             if since is not None:
                 self._recovery = asyncio.create_task(self._recover(self.collector, since))
@@ -285,14 +210,7 @@ class Tollhouse:
 
     def apply_policy(self, policy: Policy) -> None:
         """Use a new policy from the next request on; bucket levels are kept."""
-        _refuse_dangerous(policy, self._upstream_key)
-        self.proxy.tenants = tenants = Tenants(policy, self._upstream_key)
-        self.writer.label = tenants.label
-        self.quota.update(policy)
-        if self.cleaner is not None:
-            self.cleaner.label = tenants.label
-            if self.scheduler is not None:
-                schedule_cleanup(self.scheduler, self.cleaner, policy.cleanup)
+        self.current.swap(policy)
 
     def reload_policy(self) -> None:
         """SIGHUP: re-read the policy file; a bad file is logged and the old policy kept."""
@@ -343,18 +261,6 @@ def write_marker(path: Path, recovering_since: int | None) -> None:
         marker.flush()
         os.fsync(marker.fileno())
     staging.replace(path)
-
-
-class StartupRefused(Exception):
-    """A configuration tollhouse will not run with."""
-
-
-def _refuse_dangerous(policy: Policy, upstream_key: str | None) -> None:
-    if policy.identify.mode == "keys" and not upstream_key:
-        raise StartupRefused(
-            "identify.mode is 'keys' but TOLLHOUSE_UPSTREAM_API_KEY is not set: tenants' "
-            "tollhouse keys would be sent upstream in its place"
-        )
 
 
 class QuietServer(uvicorn.Server):

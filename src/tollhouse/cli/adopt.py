@@ -22,12 +22,10 @@ from tollhouse.cleanup.adopt import (
     ThreadLine,
     parse_threads,
 )
-from tollhouse.compose import ledger_engine, upstream_forwarder
+from tollhouse.compose import core
 from tollhouse.config.policy import Policy, PolicyError, load_policy
 from tollhouse.config.settings import Settings
 from tollhouse.ledger.engine import migrate
-from tollhouse.quota.admission import Quota
-from tollhouse.quota.backends import buckets_from_url
 from tollhouse.telemetry import logs
 from tollhouse.upstream.forward import UpstreamError
 
@@ -100,19 +98,15 @@ async def adopt(
     get_share: float,
 ) -> Report:
     """One run with its own upstream client, buckets and ledger connection."""
-    engine = ledger_engine(settings)
-    buckets = buckets_from_url(settings.buckets_url, settings.replicas)
-    forwarder = upstream_forwarder(settings, max_connections=8)
-    client = AdoptClient(forwarder, Quota(buckets, policy), key, get_share)
+    shared = core(settings, policy, max_connections=8)
+    client = AdoptClient(shared.forwarder, shared.quota, key, get_share)
     try:
         if apply:  # a dry run writes nothing, not even the schema
-            await asyncio.to_thread(migrate, engine)
-        await forwarder.open()
-        return await Adopter(engine, client, rules).run(threads, apply, checkpoint, restart)
+            await asyncio.to_thread(migrate, shared.engine)
+        await shared.forwarder.open()
+        return await Adopter(shared.engine, client, rules).run(threads, apply, checkpoint, restart)
     finally:
-        await forwarder.close()
-        await buckets.close()
-        engine.dispose()
+        await shared.close()
 
 
 @click.command("adopt")

@@ -19,21 +19,17 @@ from collections.abc import Collection, Coroutine
 from typing import Any
 
 import click
-from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
-from tollhouse.cleanup.cleaner import Cleaner, CleanerSettings, SweepFailed, SweepReport
+from tollhouse.cleanup.cleaner import SweepFailed, SweepReport
 from tollhouse.cleanup.summary import render
-from tollhouse.compose import ledger_engine, upstream_forwarder
+from tollhouse.compose import cleaner, core
 from tollhouse.config.policy import Policy, PolicyError, load_policy
 from tollhouse.config.settings import Settings
 from tollhouse.ledger.engine import migrate
 from tollhouse.metering.pricing import PricingError, load_pricing
-from tollhouse.proxy.tenants import Tenants
-from tollhouse.quota.admission import Quota
-from tollhouse.quota.backends import buckets_from_url
 from tollhouse.telemetry import logs
-from tollhouse.telemetry.metrics import CLEANUP_KINDS, Metrics
+from tollhouse.telemetry.metrics import CLEANUP_KINDS
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 100  # objects between progress log lines when not on a terminal
@@ -69,29 +65,16 @@ async def sweep(
     interactive: bool = False,
 ) -> SweepReport:
     """One sweep with its own upstream client, buckets and ledger connection."""
-    engine = ledger_engine(settings)
-    buckets = buckets_from_url(settings.buckets_url, settings.replicas)
-    forwarder = upstream_forwarder(settings, max_connections=8)
-    known = Tenants(policy, key)
-    cleaner = Cleaner(
-        engine,
-        forwarder,
-        Quota(buckets, policy),
-        Metrics(CollectorRegistry(), known.labels),
-        CleanerSettings(key),
-        known.label,
-    )
+    shared = core(settings, policy, max_connections=8)
     try:
         if apply:  # a dry run writes nothing, not even the schema
-            await asyncio.to_thread(migrate, engine)
-        await forwarder.open()
+            await asyncio.to_thread(migrate, shared.engine)
+        await shared.forwarder.open()
         with contextlib.ExitStack() as stack:
             progress = _Progress(interactive, stack)
-            return await cleaner.sweep(apply, tenants, kinds, progress)
+            return await cleaner(shared, key).sweep(apply, tenants, kinds, progress)
     finally:
-        await forwarder.close()
-        await buckets.close()
-        engine.dispose()
+        await shared.close()
 
 
 async def _until_terminated(work: Coroutine[Any, Any, SweepReport]) -> SweepReport:

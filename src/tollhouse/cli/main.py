@@ -65,8 +65,9 @@ def serve(
     A start after an unclean stop meters again what it may have lost. SIGHUP reloads
     the policy.
     """
-    from tollhouse.app import StartupRefused, Tollhouse
+    from tollhouse.app import Tollhouse
     from tollhouse.app import serve as serve_app
+    from tollhouse.compose import StartupRefused
     from tollhouse.upstream.forward import UpstreamConfigError
 
     overrides: dict[str, Any] = {

@@ -144,7 +144,7 @@ class Proxy:
         self,
         forwarder: Forwarder,
         metrics: Metrics,
-        tenants: Tenants,
+        tenants: Callable[[], Tenants],
         quota: Quota,
         ownership: Ownership,
         writer: LedgerWriter,
@@ -157,7 +157,7 @@ class Proxy:
         self._list_pages = list_pages
         self._forwarder = forwarder
         self._metrics = metrics
-        self.tenants = tenants
+        self._tenants = tenants
         self._quota = quota
         self._ownership = ownership
         self._writer = writer
@@ -178,7 +178,7 @@ class Proxy:
             return
         operation = classify(method, path)
         try:
-            identity, headers = self.tenants.identify(forwarded_headers(scope["headers"]))
+            identity, headers = self._tenants().identify(forwarded_headers(scope["headers"]))
         except IdentityRefused as exc:
             log.info("refused %s %s: %s", method, operation.name, exc)
             await self._refuse(send, OTHER, OTHER, operation, "rejected", exc.response())

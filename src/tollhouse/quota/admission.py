@@ -137,7 +137,7 @@ class Quota:
     def __init__(
         self,
         buckets: Buckets,
-        policy: Policy,
+        policy: Policy | Callable[[], Policy],
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self._buckets = buckets
@@ -147,16 +147,20 @@ class Quota:
 
     @property
     def policy(self) -> Policy:
-        return self._policy
+        return self._source()
 
-    def update(self, policy: Policy) -> None:
-        self._policy = policy
+    def update(self, policy: Policy | Callable[[], Policy]) -> None:
+        """Admit under ``policy`` from now on: a policy, or where to read the one in force."""
+        self._source = policy if callable(policy) else lambda: policy
+        self._planned_for: Policy | None = None
         self._plans: dict[tuple[str | None, RequestClass, RateLimit | None], _Plan] = {}
 
     def _plan(
         self, tenant: str, request_class: RequestClass, limit: RateLimit | None = None
     ) -> _Plan:
-        policy = self._policy
+        policy = self._source()
+        if policy is not self._planned_for:  # a new policy is in force: plan again
+            self._planned_for, self._plans = policy, {}
         key = (tenant if tenant in policy.tenants else None, request_class, limit)
         plan = self._plans.get(key)
         if plan is None:
