@@ -26,8 +26,11 @@ from client import Connection, multipart_upload
 from loadgen import LoadError, LoadResult, run_wrk
 from processes import MB, CpuMeter, PortProcess, Reference, RssSampler, Tollhouse, Upstream
 
-SSE_PATH = "/v1/threads/thread_abc/runs"
-SSE_BODY = b'{"assistant_id":"asst_abc","stream":true}'
+# What a streamed creation is, per API: its path and body.
+STREAMS = {
+    "run": ("/v1/threads/thread_abc/runs", b'{"assistant_id":"asst_abc","stream":true}'),
+    "response": ("/v1/responses", b'{"model":"gpt-4o-mini","input":"Weather?","stream":true}'),
+}
 SSE_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
 
@@ -46,6 +49,12 @@ SCENARIOS = (
         "POST",
         "/v1/threads/thread_abc/messages",
         '{"role":"user","content":"What is the weather like in Paris today?"}',
+    ),
+    Scenario(
+        "POST response",
+        "POST",
+        "/v1/responses",
+        '{"model":"gpt-4o-mini","input":"What is the weather like in Paris today?"}',
     ),
 )
 CONCURRENCY = (1, 32)
@@ -150,8 +159,9 @@ def small_json(setup: Setup) -> list[dict[str, Any]]:
     return rows
 
 
-def first_events(setup: Setup, requests: int) -> dict[str, Any]:
-    """Time to the first SSE event of a streaming run creation, one at a time per target."""
+def first_events(setup: Setup, requests: int, stream: str = "run") -> dict[str, Any]:
+    """Time to the first SSE event of a streamed creation, one at a time per target."""
+    path, body = STREAMS[stream]
     warmup = max(10, requests // 10)
     seconds: dict[str, list[float]] = {name: [] for name in setup.ports()}
     setup.meter.settle(setup.settle)
@@ -162,19 +172,23 @@ def first_events(setup: Setup, requests: int) -> dict[str, Any]:
         }
         for index in range(warmup + requests):
             for name, connection in connections.items():
-                response = connection.request("POST", SSE_PATH, SSE_HEADERS, SSE_BODY)
+                response = connection.request("POST", path, SSE_HEADERS, body)
                 if response.status != 200 or response.first_event_seconds is None:
-                    raise LoadError(f"streaming run creation failed ({name}): {response.status}")
+                    raise LoadError(
+                        f"streamed {stream} creation failed ({name}): {response.status}"
+                    )
                 if index >= warmup:
                     seconds[name].append(response.first_event_seconds)
     result: dict[str, Any] = {
         name: {"p50_ms": percentile(values, 50) * 1000, "p99_ms": percentile(values, 99) * 1000}
         for name, values in seconds.items()
     }
-    result |= {"requests": requests, "background_cpu": setup.meter.background(mark)}
+    result |= {"requests": requests, "stream": stream}
+    result["background_cpu"] = setup.meter.background(mark)
     direct, through, reference = result["direct"], result["through"], result["reference"]
     print(
-        f"  first SSE event p50 {direct['p50_ms']:.3f} -> {through['p50_ms']:.3f} ms "
+        f"  first SSE event of a {stream}: p50 {direct['p50_ms']:.3f} -> "
+        f"{through['p50_ms']:.3f} ms "
         f"(reference {reference['p50_ms']:.3f}), p99 {direct['p99_ms']:.3f} -> "
         f"{through['p99_ms']:.3f} ms (reference {reference['p99_ms']:.3f})",
         flush=True,

@@ -24,7 +24,7 @@ from typing import Any
 
 from client import Connection
 from loadgen import LoadError, run_wrk
-from measure import SCENARIOS, SSE_BODY, SSE_HEADERS, SSE_PATH, percentile
+from measure import SCENARIOS, SSE_HEADERS, STREAMS, percentile
 from processes import MB, PortProcess, Reference, StartError, Tollhouse, Upstream
 from run import POLICY, cpus
 
@@ -82,7 +82,8 @@ def one_round(proxies: dict[str, Any], duration: float, runs: dict[str, list[Any
     try:
         for _ in range(SSE_PER_ROUND):
             for name, connection in connections.items():
-                response = connection.request("POST", SSE_PATH, SSE_HEADERS, SSE_BODY)
+                path, body = STREAMS["run"]
+                response = connection.request("POST", path, SSE_HEADERS, body)
                 if response.first_event_seconds is None:
                     raise LoadError(f"no SSE event through {name}: {response.status}")
                 key = f"first SSE event: {name}"

@@ -48,6 +48,8 @@ def measure_all(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
         rows = small_json(setup)
         print("streaming run creation:", flush=True)
         first_event = first_events(setup, args.sse_requests)
+        print("streamed response creation:", flush=True)
+        first_response_event = first_events(setup, args.sse_requests, "response")
         print("runaway client on one tenant:", flush=True)
         hammered = runaway(setup)
         print("large bodies:", flush=True)
@@ -57,6 +59,7 @@ def measure_all(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "small_json": rows,
         "sse_first_event": first_event,
+        "sse_first_event_response": first_response_event,
         "runaway": hammered,
         "transfers": bodies,
         "memory": memory,
