@@ -24,5 +24,6 @@ def test_the_demo_runs_and_shows_quotas_costs_isolation_and_cleanup(tmp_path: Pa
     assert "refused with 429" in out  # the noisy tenant is throttled
     assert "asked for acme's assistant: 404" in out  # a neighbour finds nothing
     assert "sees only its own (globex support)" in out
+    assert "[umbrella] streamed response resp_" in out  # a tenant on the Responses API
     assert "TOTAL" in out  # the cost report from the ledger
     assert "Cleanup dry run" in out

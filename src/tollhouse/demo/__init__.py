@@ -1,4 +1,4 @@
-"""``tollhouse demo``: the simulator upstream, tollhouse in front, three tenants' traffic.
+"""``tollhouse demo``: the simulator upstream, tollhouse in front, four tenants' traffic.
 
 Everything runs in one process on loopback: the newcomer's first look at what
 tollhouse sees and does.
@@ -29,6 +29,7 @@ DEMO_POLICY = {
         "acme": {"limits": {"RUN_CREATE": {"requests_per_unit": 60, "burst": 20}}},
         "globex": {"limits": {"RUN_CREATE": {"requests_per_unit": 60, "burst": 20}}},
         "initech": {"limits": {"GET": {"requests_per_unit": 120, "burst": 40}}},
+        "umbrella": {"limits": {"RESPONSE_CREATE": {"requests_per_unit": 60, "burst": 20}}},
     },
     "shaping": {"POST": {"max_wait": 2.0}},
 }
@@ -48,6 +49,7 @@ async def scenario(base_url: str, out: Print) -> None:
         traffic.analyst(base_url, say),
         traffic.support_bot(base_url, say),
         traffic.noisy_poller(base_url, say),
+        traffic.researcher(base_url, say),
     )
     await traffic.curious_neighbour(base_url, say, acme_assistant)
 
@@ -84,7 +86,8 @@ async def run_demo(
     out(f"  tollhouse proxy                  {proxy_url}   <- point OPENAI_BASE_URL here")
     out(f"  metrics, health                  {admin_url}/metrics  {admin_url}/readyz")
     out("")
-    out("Traffic from three tenants (acme, globex, initech) through the real openai client:")
+    out("Traffic from four tenants through the real openai client (acme, globex and initech on")
+    out("the Assistants API, umbrella on Responses):")
     work = asyncio.create_task(scenario(proxy_url, out))
     try:
         done, _ = await asyncio.wait({serving, work}, return_when=asyncio.FIRST_COMPLETED)

@@ -26,11 +26,11 @@ def requests_by_tenant(registry: CollectorRegistry) -> dict[str, dict[str, dict[
 
 def render(registry: CollectorRegistry) -> str:
     table = requests_by_tenant(registry)
-    header = f"{'tenant':<10} {'class':<11}" + "".join(f"{c:>17}" for c in COLUMNS)
+    header = f"{'tenant':<10} {'class':<16}" + "".join(f"{c:>17}" for c in COLUMNS)
     lines = [header, "-" * len(header)]
     for tenant in sorted(table):
         for request_class in sorted(table[tenant]):
             row = table[tenant][request_class]
             counts = "".join(f"{row.get(c, 0):>17}" for c in COLUMNS)
-            lines.append(f"{tenant:<10} {request_class:<11}{counts}")
+            lines.append(f"{tenant:<10} {request_class:<16}{counts}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Sample traffic for the demo: three tenants doing realistic work, one of them noisy.
+"""Sample traffic for the demo: four tenants doing realistic work, one of them noisy.
 
 Every call goes through tollhouse with the real ``openai`` client; each tenant
 names itself in the trusted tenant header, as an app next to a sidecar would.
@@ -133,6 +133,35 @@ async def support_bot(base_url: str, say: Say) -> None:
                     poll_interval_ms=50,
                 )
             say("globex", f"order {order}: tool call answered, run {run.status}")
+
+
+async def researcher(base_url: str, say: Say) -> None:
+    """umbrella: on the Responses API, with web search, Code Interpreter and a conversation."""
+    async with client_for(base_url, "umbrella") as client:
+        conversation = await client.conversations.create(metadata={"topic": "pricing"})
+        response = await client.responses.create(
+            model="gpt-4o",
+            conversation=conversation.id,
+            input="Find this week's GPU spot prices and chart them.",
+            tools=[
+                {"type": "web_search"},
+                {"type": "code_interpreter", "container": {"type": "auto"}},
+            ],
+        )
+        calls = sorted({item.type for item in response.output if item.type.endswith("_call")})
+        usage = response.usage
+        tokens = f"{usage.input_tokens} in / {usage.output_tokens} out" if usage else "-"
+        say("umbrella", f"response {response.id}: {tokens} tokens, tools: {', '.join(calls)}")
+        events = 0
+        async with client.responses.stream(
+            model="gpt-4o-mini",
+            input="Summarise that in one line.",
+            previous_response_id=response.id,
+        ) as stream:
+            async for _ in stream:
+                events += 1
+            final = await stream.get_final_response()
+        say("umbrella", f"streamed response {final.id}: {events} events, {final.status}")
 
 
 async def noisy_poller(base_url: str, say: Say, polls: int = 300) -> TenantLog:
