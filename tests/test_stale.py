@@ -132,9 +132,12 @@ def test_cutoffs_use_the_shortest_ttl_of_any_tenant() -> None:
         "thread": T0 - DAY,
         "vector_store": T0 - 7 * DAY,
         "file": T0 - 2 * DAY,
+        "conversation": T0 - 30 * DAY,  # the successor API's kinds, at their defaults
+        "container": T0 - DAY,
     }
     assert cutoffs(policy, T0, kinds=["file"]) == {"file": T0 - 2 * DAY}
-    assert cutoffs(Cleanup(ttl={"threads": None, "vector_stores": None, "files": None}), T0) == {}
+    off = dict.fromkeys(("threads", "vector_stores", "files", "conversations", "containers"))
+    assert cutoffs(Cleanup(ttl=off), T0) == {}
 
 
 @pytest.mark.parametrize(

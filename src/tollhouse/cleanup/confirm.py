@@ -19,7 +19,14 @@ PATHS: Final = {
     "assistant": "/v1/assistants/{}",
     "vector_store": "/v1/vector_stores/{}",
     "file": "/v1/files/{}",
+    "conversation": "/v1/conversations/{}",
+    "container": "/v1/containers/{}",
+    "response": "/v1/responses/{}",
+    "chat_completion": "/v1/chat/completions/{}",
 }
+# Kinds whose upstream object says when it was last active: the later of that and the
+# ledger's last use is when it was last touched.
+ACTIVE_AT: Final = frozenset({"vector_store", "container"})
 
 
 def path(record: Record) -> str:
@@ -37,9 +44,8 @@ async def inspect(
     if not answer.ok:
         raise UpstreamError(upstream, f"GET {path(record)}: status {answer.status}")
     body = answer.body
-    store = record.kind == "vector_store"
-    active = body.get("last_active_at") if store else None
-    size = body.get("usage_bytes") if store else None
+    active = body.get("last_active_at") if record.kind in ACTIVE_AT else None
+    size = body.get("usage_bytes") if record.kind == "vector_store" else None
     return Upstream(
         last_active_at=active if isinstance(active, int) else None,
         keep=protected(body.get("metadata"), marker),

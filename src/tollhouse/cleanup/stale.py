@@ -4,7 +4,7 @@ An object is stale when nobody has touched it for its time-to-live: the tenant's
 override for its kind, else the policy's TTL for the kind (``null``: never). "Last
 touched" is the later of what the proxy last saw (the ledger's ``last_used_at``,
 which for a thread includes its messages and runs) and what the upstream reports
-(a vector store's ``last_active_at``). A protect marker, in the ledger or in the
+(a vector store's or a container's ``last_active_at``). A protect marker, in the ledger or in the
 object's metadata upstream, exempts it; a file is in use while any vector store
 that stays holds it.
 """
@@ -24,10 +24,24 @@ POLICY_KINDS: Final[Mapping[str, CleanupKind]] = {
     "assistant": "assistants",
     "vector_store": "vector_stores",
     "file": "files",
+    "conversation": "conversations",
+    "container": "containers",
+    "response": "responses",
+    "chat_completion": "chat_completions",
 }
 # Deletion order: vector stores before files, so a file is judged after the stores
-# holding it are gone; threads first, they are the most numerous and cheapest to check.
-ORDER: Final = ("thread", "assistant", "vector_store", "file")
+# holding it are gone; threads and conversations first, they are the most numerous and
+# cheapest to check.
+ORDER: Final = (
+    "thread",
+    "conversation",
+    "response",
+    "chat_completion",
+    "assistant",
+    "container",
+    "vector_store",
+    "file",
+)
 
 
 class Finding(enum.StrEnum):

@@ -153,7 +153,16 @@ class Identify(_Frozen):
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The object kinds the cleaner deletes, as named in the policy.
-CleanupKind = Literal["threads", "vector_stores", "files", "assistants"]
+CleanupKind = Literal[
+    "threads",
+    "vector_stores",
+    "files",
+    "assistants",
+    "conversations",
+    "containers",
+    "responses",
+    "chat_completions",
+]
 
 
 def _seconds(value: object) -> object:
@@ -177,6 +186,14 @@ DEFAULT_TTLS: Ttls = {
     "vector_stores": 7 * 86400,
     "files": 30 * 86400,
     "assistants": None,
+    "conversations": 30 * 86400,
+    # A container stops on its own once idle past its expires_after (20 minutes by default);
+    # one idle for a day is deleted with its files.
+    "containers": 86400,
+    # Stored responses and chat completions are the record of what was asked and answered
+    # (and later responses chain to them): never deleted unless a policy says so.
+    "responses": None,
+    "chat_completions": None,
 }
 
 

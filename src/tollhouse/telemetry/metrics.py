@@ -16,7 +16,16 @@ UPSTREAM_CODES = ("2xx", "3xx", "4xx", "429", "5xx")
 COST_COMPONENTS = ("tokens", "code_interpreter", "file_search_calls", "vector_storage")
 OUTCOMES = ("forwarded", "throttled", "shadow_throttled", "upstream_error", "rejected")
 # The object kinds the stale-resource cleaner deletes, as the ledger names them.
-CLEANUP_KINDS = ("thread", "vector_store", "file", "assistant")
+CLEANUP_KINDS = (
+    "thread",
+    "vector_store",
+    "file",
+    "assistant",
+    "conversation",
+    "container",
+    "response",
+    "chat_completion",
+)
 
 # Fine-grained buckets for the time tollhouse itself adds (tens of microseconds and up).
 OVERHEAD_BUCKETS = (
