@@ -13,8 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from tollhouse.simulator.azure import handle_unrouted
 from tollhouse.simulator.config import SimulatorConfig
-from tollhouse.simulator.errors import SimulatorError, handle_simulator_error, handle_unrouted
+from tollhouse.simulator.errors import SimulatorError, handle_simulator_error
 from tollhouse.simulator.gate import Gate
 from tollhouse.simulator.routes import (
     assistants,
