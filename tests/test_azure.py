@@ -385,6 +385,58 @@ def test_assistants_runs_and_responses_through_azure_are_the_callers(
     assert ACME_KEY not in logged(caplog)
 
 
+def test_a_streamed_azure_run_is_metered_once(keyed: RunningProxy) -> None:
+    acme = azure_client(keyed, ACME_KEY)
+    assistant = acme.beta.assistants.create(model="gpt-4o")
+    thread = acme.beta.threads.create(messages=[{"role": "user", "content": "stream it"}])
+    with acme.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        stream.until_done()
+        run = stream.get_final_run()
+    acme.beta.threads.runs.retrieve(run.id, thread_id=thread.id)  # seen again: still once
+    keyed.flush()
+    assert run.usage is not None
+    assert keyed.sample("tollhouse_runs_total", tenant="acme", status="completed") == 1
+    tokens = keyed.sample(
+        "tollhouse_tokens_total", tenant="acme", model="gpt-4o", direction="output"
+    )
+    assert tokens == run.usage.completion_tokens
+
+
+def test_the_reconciler_finishes_azure_runs_nobody_polled() -> None:
+    now = [1_764_000_000.0]
+    app = create_app(SimulatorConfig(clock=lambda: now[0], api_keys=frozenset({UPSTREAM_KEY})))
+    with (
+        serve(app) as server,
+        running_proxy(
+            server.url + "/openai/v1",
+            policy=KEYS_POLICY,
+            upstream_api_key=UPSTREAM_KEY,
+            reconcile_after=0,
+        ) as proxy,
+    ):
+        acme = azure_client(proxy, ACME_KEY)
+        assistant = acme.beta.assistants.create(model="gpt-4o")
+        run = acme.beta.threads.create_and_run(assistant_id=assistant.id)  # never polled
+        assert run.status == "queued"
+        proxy.flush()
+        now[0] += 60  # it finished upstream; the app never asked again
+        collector = proxy.tollhouse.collector
+        assert collector is not None
+        assert proxy.run(collector.reconcile()) == 1
+        proxy.flush()
+        asked = app.state.simulator.requests[-1]
+        with Session(proxy.tollhouse.engine) as session:
+            finished = session.get(Run, run.id)
+    assert (asked.method, asked.path) == (
+        "GET",
+        f"/openai/v1/threads/{run.thread_id}/runs/{run.id}",
+    )
+    assert asked.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert finished is not None
+    assert (finished.tenant, finished.status) == ("acme", "completed")
+    assert finished.prompt_tokens is not None
+
+
 def logged(caplog: pytest.LogCaptureFixture) -> str:
     """What tollhouse's own loggers wrote."""
     return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("tollhouse"))
