@@ -13,8 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from tollhouse_simulator.azure import handle_unrouted
 from tollhouse_simulator.config import SimulatorConfig
-from tollhouse_simulator.errors import SimulatorError, handle_simulator_error, handle_unrouted
+from tollhouse_simulator.errors import SimulatorError, handle_simulator_error
 from tollhouse_simulator.gate import Gate
 from tollhouse_simulator.routes import (
     assistants,

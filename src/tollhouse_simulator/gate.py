@@ -1,5 +1,8 @@
 """What every request passes first: the request log, the API key, rate limits, the beta header.
 
+A request in Azure OpenAI's dialect is checked as Azure checks it (``azure.py``) and
+routed to the handler of its OpenAI twin.
+
 Plain ASGI, so streamed responses pass through untouched apart from the headers it adds.
 """
 
@@ -10,6 +13,7 @@ import secrets
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tollhouse_simulator import azure
 from tollhouse_simulator.errors import SimulatorError
 from tollhouse_simulator.ratelimit import request_class
 from tollhouse_simulator.state import RecordedRequest, Simulator
@@ -74,7 +78,9 @@ class Gate:
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope["headers"]
         }
-        kind = request_class(method, path)
+        dialect = path.startswith(azure.PREFIX)
+        twin = azure.twin_path(path) if dialect else path
+        kind = request_class(method, twin or path)
         query = scope.get("query_string", b"").decode("latin-1")
         sim.record(RecordedRequest(method, path, query, headers), kind)
         added = {"x-request-id": "req_" + secrets.token_hex(16)}
@@ -88,9 +94,17 @@ class Gate:
             await send(message)
 
         try:
-            check_key(headers.get("authorization"), sim.config.api_keys)
+            if dialect:
+                azure.check_version(path, query)
+                azure.check_key(headers, sim.config.api_keys)
+                if twin is None:
+                    raise azure.not_found()
+                scope = azure.routed(scope, twin)
+            else:
+                check_key(headers.get("authorization"), sim.config.api_keys)
             added.update(sim.limiter.admit(kind, sim.now()))
-            check_beta(path, headers.get("openai-beta"))
+            if not dialect:  # Azure does not ask for the Assistants beta header
+                check_beta(path, headers.get("openai-beta"))
         except SimulatorError as error:
             await error.response()(scope, receive, send_with_headers)
             return

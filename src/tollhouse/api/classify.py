@@ -4,7 +4,8 @@ Every endpoint fact tollhouse relies on lives in ``ROUTES``: the operation's
 name, its quota class, the object ids in its path, the kind of object it
 creates and whether it can answer with a server-sent event stream. Metering a
 successor API means adding rows here (and an extractor in the meter), nothing
-else.
+else. Other dialects of the same API (Azure OpenAI's ``/openai/...``) are read
+through their canonical OpenAI path (``dialects.py``), never given routes of their own.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import enum
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
+
+from tollhouse.api.dialects import canonical_path
 
 
 class RequestClass(enum.StrEnum):
@@ -252,10 +255,11 @@ def _match(route: Route, segments: list[str]) -> dict[str, str] | None:
 def classify(method: str, path: str) -> Operation:
     """Name the operation of a request. Unknown paths get the class ``UNKNOWN``.
 
-    ``HEAD`` and ``OPTIONS`` are whatever ``GET`` on the same path is.
+    ``HEAD`` and ``OPTIONS`` are whatever ``GET`` on the same path is; an Azure
+    OpenAI path is whatever its OpenAI twin is.
     """
     method = method.upper()
-    segments = path.strip("/").split("/")
+    segments = canonical_path(path).strip("/").split("/")
     lookup = _LOOKUP_METHOD.get(method, method)
     for route in _INDEX.get((lookup, len(segments)), ()):
         params = _match(route, segments)

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 from tollhouse.api import references
 from tollhouse.api.classify import Operation
+from tollhouse.api.dialects import canonical_path
 from tollhouse.api.errors import ErrorResponse, body_too_large, encoded_body, unparseable_body
 from tollhouse.proxy.asgi import BodyTooLarge, Receive, request_body, whole_body
 from tollhouse.proxy.codings import accepted
@@ -101,7 +102,8 @@ def named_ids(operation: Operation, raw_path: str, query: str, document: object)
     if operation.known:
         strict, loose = path_ids(operation)
     else:  # an operation tollhouse does not know: no id in it may be another tenant's
-        segments = (unquote(s) for s in raw_path.split("/"))
+        # (an Azure deployment names a model, not an object: the canonical path has none)
+        segments = (unquote(s) for s in canonical_path(raw_path).split("/"))
         strict, loose = [], [s for s in segments if references.ID_SHAPE.match(s)]
     cursors, others = query_ids(query)
     if operation.name in SHARED_LISTS:

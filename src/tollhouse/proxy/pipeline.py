@@ -15,6 +15,7 @@ from opentelemetry.trace import Span
 
 from tollhouse.api import references
 from tollhouse.api.classify import Operation, RequestClass, classify
+from tollhouse.api.dialects import served
 from tollhouse.api.errors import (
     ErrorResponse,
     not_found,
@@ -138,7 +139,7 @@ class _Exchange:
 
 
 class Proxy:
-    """The ASGI application that forwards ``/v1/...`` to the upstream."""
+    """The ASGI application that forwards ``/v1/...`` (and Azure's ``/openai/...``) upstream."""
 
     def __init__(
         self,
@@ -168,7 +169,7 @@ class Proxy:
         started = self._clock()
         method: str = scope["method"]
         path: str = scope["path"]
-        if not path.startswith("/v1/"):
+        if not served(path):
             await send_error(send, not_found(method, path))
             return
         raw_path: bytes = scope.get("raw_path") or path.encode()

@@ -1,8 +1,9 @@
 """Who is asking: a request's tenant, from a tollhouse key, a trusted header or the default.
 
 tollhouse keys are random 256-bit tokens; only their SHA-256 is ever stored, and
-a lookup compares digests in constant time. In ``keys`` mode the client's key is
-replaced by the real upstream key before forwarding, so apps never hold it; so are
+a lookup compares digests in constant time. A key comes as a bearer token, or in
+Azure OpenAI's ``api-key`` header. In ``keys`` mode the client's key is replaced by
+the real upstream key, in the same header, before forwarding, so apps never hold it; so are
 ``OpenAI-Organization`` and ``OpenAI-Project``, by the tenant's own from the policy.
 In ``header`` mode only the tenants the policy lists are accepted, unless it says
 ``identify.unlisted: allow``.
@@ -25,6 +26,7 @@ KEY_PREFIX = "th-"
 Headers = list[tuple[bytes, bytes]]
 OTHER = "other"
 AUTHORIZATION = b"authorization"
+API_KEY = b"api-key"  # Azure OpenAI's key header
 ORGANIZATION = b"openai-organization"
 PROJECT = b"openai-project"
 # At most this much of an unknown tenant header's value is ever echoed or logged.
@@ -57,10 +59,29 @@ class UnknownKey(IdentityRefused):
         else:
             message = (
                 "You didn't provide an API key. Send a tollhouse-issued key as "
-                "'Authorization: Bearer th-...'."
+                "'Authorization: Bearer th-...' (or, from an Azure OpenAI client, as "
+                "'api-key: th-...')."
             )
         return ErrorResponse(
             status=401, message=message, type="invalid_request_error", code="invalid_api_key"
+        )
+
+
+class AmbiguousKey(IdentityRefused):
+    """Two different keys in one request: which one names the tenant is not clear."""
+
+    def __init__(self) -> None:
+        super().__init__("two different keys")
+
+    def response(self) -> ErrorResponse:
+        return ErrorResponse(
+            status=401,
+            message=(
+                "Two different API keys were sent (in 'Authorization' and 'api-key', or one "
+                "of them twice). Send one tollhouse-issued key, in one header."
+            ),
+            type="invalid_request_error",
+            code="invalid_api_key",
         )
 
 
@@ -114,6 +135,23 @@ class _Rewrite:
 
     drop: frozenset[bytes]
     add: tuple[tuple[bytes, bytes], ...]
+    key: bytes | None = None  # the upstream key, sent in place of the client's
+
+    def applied(self, headers: Headers) -> Headers:
+        kept = [(k, v) for k, v in headers if k.lower() not in self.drop]
+        kept.extend(self.add)
+        if self.key is not None:
+            kept.extend(_key_headers(headers, self.key))
+        return kept
+
+
+def _key_headers(sent: Headers, key: bytes) -> list[tuple[bytes, bytes]]:
+    """The upstream key in each header the client sent its own in; a bearer token by default."""
+    names = {name.lower() for name, _ in sent}
+    headers = [(API_KEY, key)] if API_KEY in names else []
+    if AUTHORIZATION in names or not headers:
+        headers.append((AUTHORIZATION, b"Bearer " + key))
+    return headers
 
 
 def _upstream_headers(upstream: Upstream) -> tuple[tuple[bytes, bytes], ...]:
@@ -141,20 +179,14 @@ class Tenants:
             (key.encode(), name) for name, t in policy.tenants.items() for key in t.keys
         )
         self._known = frozenset(policy.tenants) | {self._default}
-        authorization = (
-            (AUTHORIZATION, b"Bearer " + upstream_api_key.encode())
-            if upstream_api_key is not None
-            else None
-        )
-        self._rewrite = self._rewrite_for((), authorization)
+        key = upstream_api_key.encode() if upstream_api_key is not None else None
+        self._rewrite = self._rewrite_for((), key)
         self._rewrites = {
-            name: self._rewrite_for(added, authorization)
+            name: self._rewrite_for(added, key)
             for name, tenant in policy.tenants.items()
             if (added := _upstream_headers(tenant.upstream))
         }
-        substitutes_key = self._mode == "keys" or (
-            self._mode == "header" and authorization is not None
-        )
+        substitutes_key = self._mode == "keys" or (self._mode == "header" and key is not None)
         if self._rewrites and not substitutes_key:
             log.warning(
                 "tenants %s: upstream organization/project are sent only when tollhouse "
@@ -163,17 +195,15 @@ class Tenants:
                 ", ".join(sorted(self._rewrites)),
             )
 
-    def _rewrite_for(
-        self, added: tuple[tuple[bytes, bytes], ...], authorization: tuple[bytes, bytes] | None
-    ) -> _Rewrite:
+    def _rewrite_for(self, added: tuple[tuple[bytes, bytes], ...], key: bytes | None) -> _Rewrite:
         if self._mode == "keys":
             # The tenant's key, organisation and project are never forwarded: the
             # organisation's key would otherwise act for whichever project they name.
-            drop = frozenset({AUTHORIZATION, ORGANIZATION, PROJECT})
-            return _Rewrite(drop, added + ((authorization,) if authorization else ()))
-        if self._mode == "header" and authorization is not None:
-            drop = frozenset({self._header, AUTHORIZATION, *(name for name, _ in added)})
-            return _Rewrite(drop, (*added, authorization))
+            drop = frozenset({AUTHORIZATION, API_KEY, ORGANIZATION, PROJECT})
+            return _Rewrite(drop, added, key)
+        if self._mode == "header" and key is not None:
+            drop = frozenset({self._header, AUTHORIZATION, API_KEY, *(name for name, _ in added)})
+            return _Rewrite(drop, added, key)
         if self._mode == "header":  # the app's own key, organisation and project
             return _Rewrite(frozenset({self._header}), ())
         return _Rewrite(frozenset(), ())
@@ -199,16 +229,15 @@ class Tenants:
         else:
             return Identity(self._default, self.label(self._default)), headers
         rewrite = self._rewrites.get(tenant, self._rewrite)
-        drop = rewrite.drop
-        kept = [(k, v) for k, v in headers if k.lower() not in drop]
-        kept.extend(rewrite.add)
-        return Identity(tenant, self.label(tenant)), kept
+        return Identity(tenant, self.label(tenant)), rewrite.applied(headers)
 
     def _tenant_from_key(self, headers: Headers) -> str:
-        value = next((v for k, v in headers if k.lower() == b"authorization"), None)
-        if value is None or not value[:7].lower() == b"bearer ":
+        keys = presented_keys(headers)
+        if not keys:
             raise UnknownKey(presented=False)
-        presented = hash_key(value[7:].strip().decode("latin-1")).encode()
+        if len(keys) > 1:
+            raise AmbiguousKey()
+        presented = hash_key(keys.pop().decode("latin-1")).encode()
         tenant = None
         # Every stored digest is compared, in constant time, with no early exit.
         for digest, name in self._digests:
@@ -232,6 +261,19 @@ class Tenants:
         if tenant in self._known or (self._unlisted and _usable(tenant)):
             return tenant
         raise UnknownTenant(self._header_name, tenant, self._unlisted)
+
+
+def presented_keys(headers: Headers) -> set[bytes]:
+    """The keys a request carries: bearer tokens and ``api-key`` values, blanks left out."""
+    keys: set[bytes] = set()
+    for name, value in headers:
+        name = name.lower()
+        if name == AUTHORIZATION and value[:7].lower() == b"bearer ":
+            keys.add(value[7:].strip())
+        elif name == API_KEY:
+            keys.add(value.strip())
+    keys.discard(b"")
+    return keys
 
 
 def _usable(tenant: str) -> bool:

@@ -324,6 +324,10 @@ class Forwarder:
         # The upstream is named like the openai client's base_url (".../v1"); requests
         # arrive with their full "/v1/..." path.
         self._prefix = parts.path.rstrip("/").removesuffix("/v1")
+        # Azure OpenAI's "/openai/..." paths start at the resource's root, also when the
+        # upstream is named by its v1 base URL (".../openai/v1", which tollhouse's own
+        # requests use).
+        self._root = self._prefix.removesuffix("/openai")
         self._origin = str(URL(base).origin())
         self._name = base
         self._errors = _TransportErrors(base)  # stateless: one for every request
@@ -365,7 +369,8 @@ class Forwarder:
         """The URL a request for ``raw_path?query`` goes to."""
         if not raw_path.isascii():  # raw bytes, as latin-1: aiohttp sends the path as UTF-8
             raw_path = _text(raw_path.encode("latin-1"))
-        return f"{self._origin}{self._prefix}{raw_path}" + (f"?{query}" if query else "")
+        prefix = self._root if raw_path.startswith("/openai/") else self._prefix
+        return f"{self._origin}{prefix}{raw_path}" + (f"?{query}" if query else "")
 
     async def send(
         self,
