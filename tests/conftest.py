@@ -81,6 +81,9 @@ def running_proxy(
     with tempfile.TemporaryDirectory() as state:
         settings.setdefault("database_url", f"sqlite:///{state}/ledger.db")
         settings.setdefault("spool_path", Path(state) / "ledger.spool")
+        # Tests that hammer a limit on purpose count refusals; holding early retries is
+        # tested on its own (tests/test_tarpit.py) and on in `tollhouse serve` by default.
+        settings.setdefault("early_retry_hold", 0.0)
         tollhouse = Tollhouse(
             Settings(upstream_url=upstream_url, **settings),
             policy=policy,

@@ -29,6 +29,7 @@ from tollhouse.ledger.writer import LedgerWriter
 from tollhouse.metering.pricing import PricingTable, load_pricing
 from tollhouse.proxy.ownership import Ownership
 from tollhouse.proxy.pipeline import Proxy
+from tollhouse.proxy.tarpit import Tarpit
 from tollhouse.proxy.tenants import Tenants
 from tollhouse.quota.admission import Quota
 from tollhouse.quota.backends import Buckets, buckets_from_url
@@ -237,6 +238,7 @@ def serving(
         tracing,
         max_body=settings.max_json_body_bytes,
         list_pages=settings.list_scan_pages,
+        tarpit=Tarpit(settings.early_retry_hold),
     )
     parts = Serving(shared, writer, ownership, tracing, proxy)
     key = upstream_key(settings)

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         le=100,
         description="Upstream pages of 100 read at most for one page of a tenant's own list.",
     )
+    early_retry_hold: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="A connection back before its retry-after waits up to this long (0: never).",
+    )
     pricing_file: Path | None = Field(None, description="Your own pricing table (YAML).")
     reconcile_seconds: float = Field(60.0, gt=0, description="How often the reconciler runs.")
     reconcile_after: float = Field(

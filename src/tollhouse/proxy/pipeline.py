@@ -46,6 +46,7 @@ from tollhouse.proxy.isolate import (
 from tollhouse.proxy.lists import MAX_PAGES, SHARED_LISTS, BadPaging, ListRequest, filtered_list
 from tollhouse.proxy.observe import Observer, observes
 from tollhouse.proxy.ownership import LedgerUnavailable, Ownership
+from tollhouse.proxy.tarpit import Tarpit
 from tollhouse.proxy.tenants import OTHER, Identity, IdentityRefused, Tenants
 from tollhouse.proxy.twins import StreamRestorer, Twins
 from tollhouse.quota.admission import Decision, Quota
@@ -153,7 +154,9 @@ class Proxy:
         clock: Callable[[], float] = time.perf_counter,
         max_body: int = MAX_JSON_BODY,
         list_pages: int = MAX_PAGES,
+        tarpit: Tarpit | None = None,
     ) -> None:
+        self._tarpit = tarpit if tarpit is not None else Tarpit(0.0)
         self._max_body = max_body
         self._list_pages = list_pages
         self._forwarder = forwarder
@@ -184,6 +187,11 @@ class Proxy:
             log.info("refused %s %s: %s", method, operation.name, exc)
             await self._refuse(send, OTHER, OTHER, operation, "rejected", exc.response())
             return
+        client = scope.get("client")
+        connection = (client, identity.tenant, operation.request_class) if client else None
+        early = self._tarpit.early(connection) if connection else 0.0
+        if early > 0:  # back on the same connection before its retry-after
+            await self._tarpit.hold(early)
         decision = await self._quota.admit(identity.tenant, operation.request_class)
         self._metrics.record_budget(
             decision.request_class,
@@ -191,10 +199,14 @@ class Proxy:
             decision.wait if decision.allowed else 0.0,
         )
         if not decision.allowed:
+            if connection:
+                self._tarpit.refused(connection, decision.wait)
             await self._refuse(
                 send, identity.tenant, identity.label, operation, "throttled", decision.refusal()
             )
             return
+        if connection:
+            self._tarpit.admitted(connection)
         if operation.name == RUN_POLL:
             self._metrics.run_polls.labels(identity.label).inc()
         span = self._tracing.start(operation, method, identity.tenant, operation.request_class)
