@@ -2,7 +2,9 @@
 
 - The reconciler retrieves runs the proxy never saw finish (the client stopped
   polling, a stream broke) and lists the steps of finished runs that had Code
-  Interpreter or File Search enabled but whose steps were never seen.
+  Interpreter or File Search enabled but whose steps were never seen. Responses the
+  proxy saw start but not finish (a background response never polled to its end, a
+  stream cut and never resumed) are retrieved the same way.
 - The storage sampler lists every vector store (paginated) and records its
   ``usage_bytes`` against its owning tenant.
 - After an unclean stop, ``recover`` lists the runs of every thread active in the
@@ -31,9 +33,11 @@ from tollhouse import ledger
 from tollhouse.classify import Kind, RequestClass, classify
 from tollhouse.forward import Forwarder, UpstreamError, json_object
 from tollhouse.ledger import GONE, Sample
-from tollhouse.meter import RunSeen, observe_json
+from tollhouse.ledger_responses import forget_response
+from tollhouse.meter import RunSeen, observe_json, observe_json_all
+from tollhouse.meter_responses import ResponseSeen
 from tollhouse.metrics import Metrics
-from tollhouse.models import OwnedObject, Run
+from tollhouse.models import OwnedObject, Response, Run
 from tollhouse.quota import Quota
 from tollhouse.writer import LedgerWriter
 
@@ -133,7 +137,7 @@ class Collector:
             return [Run.model_validate(row._mapping) for row in rows]
 
     async def reconcile(self) -> int:
-        """One round; returns how many runs it looked at."""
+        """One round; returns how many runs and responses it looked at."""
         runs = self._unfinished(self._clock())
         done = 0
         try:
@@ -142,8 +146,11 @@ class Collector:
                 if finished and (run.code_interpreter or run.file_search):
                     await self._fetch_steps(run.thread_id, run.id, run.tenant)
                 done += 1
+            for response_id, tenant in self._unfinished_responses(self._clock()):
+                await self._fetch_response(response_id, tenant)
+                done += 1
         except BudgetExhausted as exc:
-            log.info("reconciler paused after %d runs: %s", done, exc)
+            log.info("reconciler paused after %d runs and responses: %s", done, exc)
         self.census()
         self._succeeded("reconciler")
         return done
@@ -181,6 +188,37 @@ class Collector:
         observations = observe_json(classify("GET", path), status, body)
         self._writer.add(run.tenant, observations)
         return any(isinstance(o, RunSeen) and o.terminal for o in observations)
+
+    def _unfinished_responses(self, now: float) -> list[tuple[str, str]]:
+        """Responses not seen terminal, and not seen at all for ``reconcile_after``."""
+        cutoff = int(now - self._settings.reconcile_after)
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(col(Response.id), col(Response.tenant))
+                .where(
+                    col(Response.usage_recorded_at).is_(None), col(Response.last_seen_at) <= cutoff
+                )
+                .order_by(col(Response.last_seen_at))
+                .limit(self._settings.batch)
+            )
+            return [(str(row.id), str(row.tenant)) for row in rows]
+
+    async def _fetch_response(self, response_id: str, tenant: str) -> bool:
+        """Retrieve a response for the ledger; True if it turned out to be finished.
+
+        Still live: the sighting moves its last-seen time, so it is asked again after
+        another ``reconcile_after``. Gone (deleted, or never stored): recorded without usage."""
+        path = f"/v1/responses/{response_id}"
+        status, body = await self._get(path)
+        if status == 404:
+            with self._engine.begin() as connection:
+                forget_response(connection, response_id, int(self._clock()))
+            return False
+        if status != 200:
+            raise UpstreamError(path, f"status {status}")
+        observations = observe_json_all(classify("GET", path), status, body)
+        self._writer.add(tenant, observations)
+        return any(isinstance(o, ResponseSeen) and o.terminal for o in observations)
 
     async def _fetch_steps(
         self, thread_id: str, run_id: str, tenant: str, wait: bool = False

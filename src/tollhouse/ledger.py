@@ -32,7 +32,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col
 
+from tollhouse.ledger_responses import SuccessorCounted, record_successors
 from tollhouse.meter import ObjectSeen, RunSeen, StepSeen
+from tollhouse.meter_responses import (
+    ChatCompletionSeen,
+    ContainerSeen,
+    ResponseSeen,
+    SuccessorSeen,
+    ToolItemSeen,
+)
 from tollhouse.models import (
     AppliedBatch,
     CodeInterpreterSession,
@@ -53,6 +61,7 @@ GONE = "gone"
 # whole and can simply run again.
 _RETRYABLE = frozenset({"40P01", "40001"})
 ATTEMPTS = 3
+_SUCCESSOR_TYPES = (ResponseSeen, ToolItemSeen, ContainerSeen, ChatCompletionSeen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +74,11 @@ class Owned:
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """A run or step observed on behalf of a tenant."""
+    """A run, step, response, tool call, container or chat completion observed on behalf
+    of a tenant."""
 
     tenant: str
-    observation: RunSeen | StepSeen
+    observation: RunSeen | StepSeen | SuccessorSeen
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +121,7 @@ class Counted:
     finished_runs: list[FinishedRun] = field(default_factory=list)
     tool_calls: list[tuple[str, str]] = field(default_factory=list)  # (tenant, type)
     sessions: list[str] = field(default_factory=list)  # tenants
+    successors: SuccessorCounted = field(default_factory=SuccessorCounted)
 
 
 def _insert(connection: Connection, model: Any) -> Any:
@@ -182,6 +193,12 @@ def _apply(engine: Engine, batch: Batch, now: int) -> Counted:
         steps = [s for s in batch.seen if isinstance(s.observation, StepSeen)]
         _record_runs(connection, runs, now, counted)
         _record_steps(connection, steps, now, counted)
+        successors = [
+            (s.tenant, s.observation)
+            for s in batch.seen
+            if isinstance(s.observation, _SUCCESSOR_TYPES)
+        ]
+        counted.successors = record_successors(connection, successors, now)
         if batch.samples:
             connection.execute(
                 _insert(connection, VectorStoreSample),
