@@ -92,7 +92,8 @@ def test_a_late_live_sighting_does_not_undo_a_terminal_one(engine: Engine) -> No
     again = apply(engine, response("completed", "resp_2"), response("queued", "resp_2"))
     with Session(engine) as session:
         first, second = session.get(Response, "resp_1"), session.get(Response, "resp_2")
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert (first.status, second.status) == ("completed", "completed")
     assert [r.id for _, r in again.successors.responses] == ["resp_2"]
 
@@ -121,7 +122,8 @@ def test_an_item_first_seen_without_its_response_is_named_later(engine: Engine) 
     assert again.successors.tool_calls == []
     with Session(engine) as session:
         stored = session.get(ResponseToolCall, "ws_1")
-    assert stored is not None and stored.response_id == "resp_1"
+    assert stored is not None
+    assert stored.response_id == "resp_1"
 
 
 def test_an_auto_container_with_no_call_is_recorded_once(engine: Engine) -> None:
@@ -171,15 +173,15 @@ def test_a_chat_completion_counts_its_usage_once(engine: Engine) -> None:
     with Session(engine) as session:
         stored = session.get(ChatCompletion, "chatcmpl_1")
         bare = session.get(ChatCompletion, "chatcmpl_2")
-    assert stored is not None and bare is not None
+    assert stored is not None
+    assert bare is not None
     assert (stored.input_tokens, stored.cached_tokens, bare.input_tokens) == (1200, 1024, None)
 
 
 def test_a_spooled_batch_replays_once(engine: Engine, tmp_path: Path) -> None:
     done = response("completed", auto_container="1g")
-    batch = Batch(
-        seen=[Seen("acme", s) for s in (done, item("ws_1"), chat(), *auto_containers([done]))]
-    )
+    seen: list[Any] = [done, item("ws_1"), chat(), *auto_containers([done])]
+    batch = Batch(seen=[Seen("acme", s) for s in seen])
     assert loads(dumps(batch)) == batch
     spool = Spool(tmp_path / "ledger.spool")
     spool.append(batch)
