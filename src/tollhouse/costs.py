@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from math import ceil, floor
 
+from tollhouse.meter_responses import TokenUsage
 from tollhouse.pricing import CodeInterpreterPrice, MinutePrice, PricingTable
 
 GIB = 2**30
@@ -61,6 +62,25 @@ def token_cost(
         + completion_tokens * price.output
     )
     return (per_million * multiplier).scaleb(-6)
+
+
+def usage_cost(
+    pricing: PricingTable, model: str | None, usage: TokenUsage, tier: str | None, day: date
+) -> Decimal | None:
+    """What a response's or chat completion's tokens cost; None when unpriced."""
+    try:
+        return token_cost(
+            pricing,
+            model,
+            usage.input_tokens,
+            usage.output_tokens,
+            day,
+            cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            tier=tier,
+        )
+    except ValueError:  # counts the upstream got wrong (cached beyond the input)
+        return None
 
 
 def tool_call_cost(

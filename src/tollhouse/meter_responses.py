@@ -251,7 +251,10 @@ def _response(doc: dict[str, Any]) -> list[SuccessorSeen]:
 
 def _auto_container(doc: dict[str, Any]) -> str | None:
     """The memory limit of the first `container: auto` Code Interpreter among the tools."""
-    for tool in doc.get("tools") or []:
+    tools = doc.get("tools") or []
+    if not isinstance(tools, list):
+        raise _Malformed("tools")
+    for tool in tools:
         if not isinstance(tool, dict) or tool.get("type") != "code_interpreter":
             continue
         container = tool.get("container")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from decimal import Decimal
 
-from tollhouse.costs import container_cost, token_cost, tool_call_cost
+from tollhouse.costs import container_cost, tool_call_cost, usage_cost
 from tollhouse.ledger_responses import SuccessorCounted
 from tollhouse.meter_responses import TokenUsage
 from tollhouse.metrics import MEMORY_LIMITS, TOOL_CALL_KINDS, Metrics
@@ -15,25 +14,6 @@ from tollhouse.pricing import DEFAULT_MEMORY_LIMIT, PricingTable
 
 def day_of(at: float) -> date:
     return datetime.fromtimestamp(at, UTC).date()
-
-
-def usage_cost(
-    pricing: PricingTable, model: str | None, usage: TokenUsage, tier: str | None, day: date
-) -> Decimal | None:
-    """What a response's or chat completion's tokens cost; None when unpriced."""
-    try:
-        return token_cost(
-            pricing,
-            model,
-            usage.input_tokens,
-            usage.output_tokens,
-            day,
-            cached_tokens=usage.cached_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            tier=tier,
-        )
-    except ValueError:  # counts the upstream got wrong (cached beyond the input)
-        return None
 
 
 class SuccessorMetrics:
