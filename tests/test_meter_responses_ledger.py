@@ -168,6 +168,8 @@ def test_a_chat_completion_counts_its_usage_once(engine: Engine) -> None:
     first = apply(engine, chat(), chat())
     again = apply(engine, chat())
     assert unmetered.successors.chats == []
+    assert [c.id for _, c in unmetered.successors.new_chats] == ["chatcmpl_2"]
+    assert [c.id for _, c in again.successors.new_chats] == []
     assert [c.id for _, c in first.successors.chats] == ["chatcmpl_1"]
     assert again.successors.chats == []
     with Session(engine) as session:

@@ -40,7 +40,8 @@ class SuccessorCounted:
     responses: list[tuple[str, ResponseSeen]] = field(default_factory=list)
     tool_calls: list[tuple[str, ToolItemSeen]] = field(default_factory=list)
     containers: list[tuple[str, ContainerSeen]] = field(default_factory=list)
-    chats: list[tuple[str, ChatCompletionSeen]] = field(default_factory=list)
+    chats: list[tuple[str, ChatCompletionSeen]] = field(default_factory=list)  # usage counted
+    new_chats: list[tuple[str, ChatCompletionSeen]] = field(default_factory=list)  # first seen
 
 
 def _insert(connection: Connection, model: Any) -> Any:
@@ -313,19 +314,21 @@ def _record_chats(
     if not latest:
         return
     ordered = [latest[chat_id] for chat_id in sorted(latest)]
-    connection.execute(
-        _insert(connection, ChatCompletion).on_conflict_do_nothing(index_elements=["id"]),
-        [
-            {
-                "id": chat.id,
-                "tenant": tenant,
-                "model": chat.model,
-                "service_tier": chat.service_tier,
-                "created_at": chat.created_at,
-            }
-            for tenant, chat in ordered
-        ],
-    )
+    for tenant, chat in ordered:
+        inserted = connection.execute(
+            _insert(connection, ChatCompletion)
+            .values(
+                id=chat.id,
+                tenant=tenant,
+                model=chat.model,
+                service_tier=chat.service_tier,
+                created_at=chat.created_at,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(col(ChatCompletion.id))
+        ).first()
+        if inserted is not None:
+            counted.new_chats.append((tenant, chat))
     for _, chat in ordered:
         if chat.usage is None:
             continue

@@ -38,8 +38,9 @@ class SuccessorMetrics:
             if response.usage is not None:
                 day = day_of(response.finished_at or response.created_at)
                 self._tokens(tenant, response.model, response.usage, response.service_tier, day)
-        for tenant, chat in counted.chats:
+        for tenant, _ in counted.new_chats:
             metrics.chat_completions.labels(label(tenant)).inc()
+        for tenant, chat in counted.chats:
             if chat.usage is not None:
                 day = day_of(chat.created_at)
                 self._tokens(tenant, chat.model, chat.usage, chat.service_tier, day)
