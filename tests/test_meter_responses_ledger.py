@@ -103,9 +103,22 @@ def test_a_response_the_upstream_lost_is_finished_by_a_later_terminal_sighting(
 ) -> None:
     apply(engine, response("in_progress"))
     with engine.begin() as connection:
-        forget_response(connection, "resp_1", T0 + 300)
+        forget_response(connection, "resp_1", "acme", T0 + 300)
     late = apply(engine, response("completed"), at=T0 + 400)
     assert [r.status for _, r in late.successors.responses] == ["completed"]
+    with engine.begin() as connection:  # once finished, it is no longer forgotten
+        forget_response(connection, "resp_1", "acme", T0 + 500)
+        forget_response(connection, "resp_2", "acme", T0 + 500)  # never seen: recorded gone
+    with Session(engine) as session:
+        kept, gone = session.get(Response, "resp_1"), session.get(Response, "resp_2")
+    assert kept is not None
+    assert gone is not None
+    assert (kept.status, kept.input_tokens, gone.status, gone.input_tokens) == (
+        "completed",
+        1200,
+        "gone",
+        None,
+    )
 
 
 def test_each_tool_call_is_counted_once_by_item_id(engine: Engine) -> None:

@@ -5,9 +5,10 @@ priced as the table says (the expected costs are worked out here by hand from th
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from math import ceil
 from typing import Any
@@ -16,6 +17,7 @@ import openai
 import pytest
 from openai.types import CompletionUsage
 from openai.types.responses import ResponseUsage
+from sqlalchemy import delete
 from sqlmodel import Session
 
 from tests.conftest import RunningProxy, running_proxy
@@ -384,3 +386,38 @@ def test_the_reconciler_finishes_responses_nobody_saw_finish(world: World) -> No
     assert stored[0] is not None
     assert stored[0].input_tokens == finished.usage.input_tokens
     assert world.row("acme").responses == 2
+
+
+def test_the_reconciler_finds_responses_whose_state_the_ledger_lost() -> None:
+    clock = Clock()  # on the proxy's and the collector's clock: the response is a new one
+    clock.now = float(int(time.time()))
+    config = SimulatorConfig(clock=clock, queued_seconds=1.0, in_progress_seconds=3.0)
+    with (
+        serve(create_app(config)) as simulator,
+        running_proxy(
+            simulator.url + "/v1",
+            policy=POLICY,
+            upstream_api_key="sk-test",
+            reconcile_after=0,
+            clock=clock,
+        ) as proxy,
+    ):
+        world = World(clock, proxy)
+        acme = world.tenant("acme")
+        lost = acme.responses.create(model="gpt-4o", input="Go", background=True)
+        proxy.flush()
+        with proxy.tollhouse.engine.begin() as connection:
+            # the batch with its sighting never reached the ledger (a crash): only its
+            # owner, written before the create answer went out, is there
+            connection.execute(delete(Response))
+        clock.now += 10
+        assert world.reconcile() == 1
+        proxy.flush()
+        assert world.reconcile() == 0
+        finished = acme.responses.retrieve(lost.id)
+        assert finished.usage is not None
+        engine = proxy.tollhouse.engine
+        day = datetime.fromtimestamp(clock.now, UTC).replace(hour=0, minute=0, second=0)
+        [row] = build_report(engine, load_pricing(), day, day + timedelta(days=2), day).rows
+        assert (row.responses, row.input_tokens) == (1, finished.usage.input_tokens)
+        assert world.sample("tollhouse_responses_total", tenant="acme", status="completed") == 1

@@ -48,6 +48,9 @@ UNOWNED = "_unowned"
 PAGE = 100
 MIN_WAIT = 0.001  # a wait shorter than the clock can measure would spin
 JOBS = ("reconciler", "storage_sampler")
+# How far back the reconciler looks for responses created through the proxy that the ledger
+# has no state of; older ones are left alone (say, from before tollhouse metered responses).
+UNSEEN_WINDOW = 86_400
 
 
 class BudgetExhausted(Exception):
@@ -190,18 +193,35 @@ class Collector:
         return any(isinstance(o, RunSeen) and o.terminal for o in observations)
 
     def _unfinished_responses(self, now: float) -> list[tuple[str, str]]:
-        """Responses not seen terminal, and not seen at all for ``reconcile_after``."""
+        """Responses not seen terminal and not seen at all for ``reconcile_after``; and those
+        created through the proxy within ``UNSEEN_WINDOW`` whose state the ledger never got
+        (a stream that broke upstream, a batch lost in a crash): their ids and tenants."""
         cutoff = int(now - self._settings.reconcile_after)
+        owned = OwnedObject
         with self._engine.connect() as connection:
-            rows = connection.execute(
+            live = connection.execute(
                 select(col(Response.id), col(Response.tenant))
                 .where(
                     col(Response.usage_recorded_at).is_(None), col(Response.last_seen_at) <= cutoff
                 )
                 .order_by(col(Response.last_seen_at))
                 .limit(self._settings.batch)
-            )
-            return [(str(row.id), str(row.tenant)) for row in rows]
+            ).all()
+            unseen = connection.execute(
+                select(col(owned.id), col(owned.tenant))
+                .outerjoin(Response, col(Response.id) == col(owned.id))
+                .where(
+                    col(owned.kind) == str(Kind.RESPONSE),
+                    col(owned.deleted_at).is_(None),
+                    col(owned.created_at) >= int(now - UNSEEN_WINDOW),
+                    col(owned.created_at) <= cutoff,
+                    col(Response.id).is_(None),
+                )
+                .order_by(col(owned.created_at))
+                .limit(self._settings.batch)
+            ).all()
+        found = [(str(row.id), str(row.tenant)) for row in [*live, *unseen]]
+        return found[: self._settings.batch]
 
     async def _fetch_response(self, response_id: str, tenant: str) -> bool:
         """Retrieve a response for the ledger; True if it turned out to be finished.
@@ -212,7 +232,7 @@ class Collector:
         status, body = await self._get(path)
         if status == 404:
             with self._engine.begin() as connection:
-                forget_response(connection, response_id, int(self._clock()))
+                forget_response(connection, response_id, tenant, int(self._clock()))
             return False
         if status != 200:
             raise UpstreamError(path, f"status {status}")

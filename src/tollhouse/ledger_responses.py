@@ -157,13 +157,25 @@ def _finish(connection: Connection, response: ResponseSeen, now: int) -> str | N
     ).scalar_one_or_none()
 
 
-def forget_response(connection: Connection, response_id: str, now: int) -> None:
-    """The upstream no longer has the response: recorded without usage, unless another
-    replica recorded it meanwhile."""
+def forget_response(connection: Connection, response_id: str, tenant: str, now: int) -> None:
+    """The upstream no longer has the response (deleted, or never stored): recorded as gone,
+    without usage, unless it was recorded finished meanwhile (by another replica)."""
+    statement = _insert(connection, Response).values(
+        id=response_id,
+        tenant=tenant,
+        status=GONE,
+        background=False,
+        created_at=now,
+        usage_recorded_at=now,
+        last_seen_at=now,
+    )
+    table = Response.__table__  # type: ignore[attr-defined]
     connection.execute(
-        update(Response)
-        .where(col(Response.id) == response_id, col(Response.usage_recorded_at).is_(None))
-        .values(status=GONE, usage_recorded_at=now)
+        statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={"status": GONE, "usage_recorded_at": now},
+            where=table.c.usage_recorded_at.is_(None),
+        )
     )
 
 
