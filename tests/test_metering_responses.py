@@ -5,6 +5,7 @@ priced as the table says (the expected costs are worked out here by hand from th
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -138,6 +139,17 @@ def container_dollars(created: float, last_active: float, per_minute: Decimal) -
     return minutes * per_minute
 
 
+def settled(proxy: RunningProxy, attempts: int = 500) -> bool:
+    """Whether the proxy has finished with every request, the ones a client cut included (their
+    observations then reach the next flush). Polls a condition another thread makes true."""
+    pause = threading.Event()
+    for _ in range(attempts):
+        if proxy.sample("tollhouse_in_flight_requests") == 0:
+            return True
+        pause.wait(0.01)
+    return False
+
+
 def events(chunks: list[bytes]) -> list[str]:
     return [event.event for event in SSEParser().feed(b"".join(chunks))]
 
@@ -184,6 +196,7 @@ def test_a_stream_cut_midway_and_resumed_is_metered_once(world: World) -> None:
             if len(head) >= 2:
                 break
     response_id = json.loads(head[0].data)["response"]["id"]
+    assert settled(world.proxy)
     world.proxy.flush()
     world.clock.now += 10
     with streaming.retrieve(response_id, stream=True, starting_after=1) as resumed:
@@ -365,6 +378,7 @@ def test_the_reconciler_finishes_responses_nobody_saw_finish(world: World) -> No
             if len(head) >= 2:
                 break  # cut, and never resumed
     cut = json.loads(head[0].data)["response"]["id"]
+    assert settled(world.proxy)
     world.proxy.flush()
     assert world.reconcile() == 2  # both fetched: still queued upstream
     world.proxy.flush()
