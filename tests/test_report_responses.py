@@ -185,7 +185,7 @@ def test_group_by_api_and_the_new_columns(engine: Engine, pricing: PricingTable)
     record(engine, "acme", response("resp_1", "gpt-4o", usage(200, 0, 20)))
     record(engine, "acme", ChatCompletionSeen("chat_1", "gpt-4o", JUN10, None, usage(50, 0, 5)))
     result = report(engine, pricing, group_by="api")
-    groups = {row.group: row for row in result.rows}
+    groups = {row.group or "": row for row in result.rows}
     assert sorted(groups) == ["assistants", "chat.completions", "responses"]
     assert (groups["assistants"].runs, groups["responses"].responses) == (1, 1)
     assert groups["chat.completions"].chat_completions == 1
