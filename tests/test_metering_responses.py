@@ -23,6 +23,7 @@ from sqlmodel import Session
 
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import serve
+from tests.services import postgres_cluster
 from tollhouse.models import Container, Response
 from tollhouse.policy import parse_policy
 from tollhouse.pricing import load_pricing
@@ -435,3 +436,51 @@ def test_the_reconciler_finds_responses_whose_state_the_ledger_lost() -> None:
         [row] = build_report(engine, load_pricing(), day, day + timedelta(days=2), day).rows
         assert (row.responses, row.input_tokens) == (1, finished.usage.input_tokens)
         assert world.sample("tollhouse_responses_total", tenant="acme", status="completed") == 1
+
+
+def test_usage_seen_while_postgresql_is_down_is_replayed_once() -> None:
+    clock = Clock()
+    config = SimulatorConfig(clock=clock, queued_seconds=1.0, in_progress_seconds=3.0)
+    with (
+        serve(create_app(config)) as simulator,
+        postgres_cluster() as database,
+        running_proxy(
+            simulator.url + "/v1",
+            policy=POLICY,
+            database_url=database.url,
+            database_connect_timeout=2,
+            database_statement_timeout=2,
+            owner_write_timeout=0.5,
+        ) as proxy,
+    ):
+        world = World(clock, proxy)
+        acme = world.tenant("acme")
+        started = acme.responses.create(
+            model="gpt-4o", input=TWO_SEARCHES, tools=[WEB], background=True
+        )
+        proxy.flush()
+        database.stop()
+        clock.now += 10
+        for _ in range(3):  # each poll's sighting is spooled, the terminal one three times
+            final = acme.responses.retrieve(started.id)
+            proxy.flush()
+        assert proxy.tollhouse.writer.spooled()
+        database.start()
+        for _ in range(100):  # flush until the spool is empty
+            proxy.flush()
+            if not proxy.tollhouse.writer.spooled():
+                break
+        assert not proxy.tollhouse.writer.spooled()
+        assert final.usage is not None
+        row = world.row("acme")
+        assert (row.responses, row.input_tokens, row.web_search_calls) == (
+            1,
+            final.usage.input_tokens,
+            2,
+        )
+        assert row.token_cost == dollars(final.usage, GPT_4O)
+        assert world.sample("tollhouse_responses_total", tenant="acme", status="completed") == 1
+        calls = world.sample(
+            "tollhouse_response_tool_calls_total", tenant="acme", kind="web_search_call"
+        )
+        assert calls == 2
