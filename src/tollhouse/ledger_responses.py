@@ -231,7 +231,7 @@ def _record_tool_calls(
 # -- containers --------------------------------------------------------------------------
 
 
-def _merged(containers: Iterable[ContainerSeen]) -> ContainerSeen:
+def merged(containers: Iterable[ContainerSeen]) -> ContainerSeen:
     """One container from several sightings: the earliest creation, the latest activity."""
     first, *rest = containers
     merged = first
@@ -262,7 +262,7 @@ def _record_containers(
     later = []
     for container_id, sightings in sorted(by_id.items()):
         tenant = sightings[0][0]
-        container = _merged(c for _, c in sightings)
+        container = merged(c for _, c in sightings)
         row = {
             "id": container_id,
             "tenant": tenant,

@@ -18,10 +18,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from tollhouse import ledger
 from tollhouse.costs import token_cost
 from tollhouse.ledger import Batch, Counted, Owned, Sample, Seen
+from tollhouse.ledger_responses import merged
 from tollhouse.meter import ObjectSeen, RunSeen
 from tollhouse.meter import Seen as Sighting
 from tollhouse.meter_responses import (
     ChatCompletionSeen,
+    ContainerSeen,
     ResponseSeen,
     ToolItemSeen,
     auto_containers,
@@ -98,7 +100,8 @@ class LedgerWriter:
         self._known_tenants: set[str] = set()
         # The latest sighting of each run since the last flush (a terminal one wins).
         self._runs: dict[str, Seen] = {}
-        # Likewise for responses, tool calls (one per item id) and chat completions.
+        # Likewise for responses, tool calls (one per item id), chat completions and
+        # containers (their sightings merged).
         self._latest: dict[tuple[str, str], Seen] = {}
         self._successor_metrics = SuccessorMetrics(metrics, pricing, label, clock)
         # One thread each, so a database call that hangs in one (a thread cannot be
@@ -117,7 +120,9 @@ class LedgerWriter:
     def add(self, tenant: str, observations: Iterable[Sighting]) -> None:
         observations = list(observations)
         for observation in [*observations, *auto_containers(observations)]:
-            if isinstance(observation, ResponseSeen | ToolItemSeen | ChatCompletionSeen):
+            if isinstance(observation, ContainerSeen):
+                self._merge(tenant, observation)
+            elif isinstance(observation, ResponseSeen | ToolItemSeen | ChatCompletionSeen):
                 self._collapse(tenant, observation)
             elif isinstance(observation, RunSeen):
                 # Polls of one run collapse to its latest state (terminal wins), so a
@@ -142,6 +147,15 @@ class LedgerWriter:
         if previous is not None and not _better(seen, previous.observation):
             return
         self._latest[key] = Seen(tenant, seen)
+
+    def _merge(self, tenant: str, container: ContainerSeen) -> None:
+        """Sightings of one container since the last flush merge into one (its earliest
+        creation, its latest activity); the first tenant stays."""
+        key = ("ContainerSeen", container.id)
+        previous = self._latest.get(key)
+        if previous is not None and isinstance(previous.observation, ContainerSeen):
+            tenant, container = previous.tenant, merged([previous.observation, container])
+        self._latest[key] = Seen(tenant, container)
 
     def add_sample(self, sample: Sample) -> None:
         self._pending.samples.append(sample)
