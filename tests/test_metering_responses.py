@@ -229,6 +229,10 @@ def test_two_web_searches_in_one_response_cost_two(world: World) -> None:
     row = world.row("globex")
     assert (row.web_search_calls, row.web_search_cost) == (2, 2 * WEB_SEARCH_CALL)
     assert row.total_cost == dollars(response.usage, GPT_4O) + 2 * WEB_SEARCH_CALL
+    fees = world.sample("tollhouse_cost_usd_total", tenant="globex", component="tool_calls")
+    tokens = world.sample("tollhouse_cost_usd_total", tenant="globex", component="tokens")
+    assert fees == pytest.approx(float(2 * WEB_SEARCH_CALL))
+    assert tokens == pytest.approx(float(dollars(response.usage, GPT_4O)))
 
 
 def test_a_streamed_responses_tool_calls_are_counted(world: World) -> None:

@@ -5,8 +5,9 @@ Counting is idempotent and independent of the order batches arrive in, from one
 process or from many replicas at once: a run's state only moves forward (its
 terminal state, tokens included, is written once and never taken back), a tool
 call is counted once by its id, and a thread's Code Interpreter sessions are
-always those its calls give, however late a call is recorded. ``apply`` returns
-what was new, for the metrics.
+always those its calls give, however late a call is recorded. Responses, their tool
+calls, containers and chat completions are counted the same way (``ledger_responses``).
+``apply`` returns what was new, for the metrics.
 """
 
 from __future__ import annotations

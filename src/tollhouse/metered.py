@@ -45,12 +45,14 @@ class SuccessorMetrics:
                 day = day_of(chat.created_at)
                 self._tokens(tenant, chat.model, chat.usage, chat.service_tier, day)
         today = day_of(self._clock())
+        # A call is priced by its response's model, known when the response finished in the
+        # same batch (as it does when its calls are first seen in it); the report prices all.
+        models = {response.id: response.model for _, response in counted.responses}
         for tenant, item in counted.tool_calls:
             kind = item.type if item.type in TOOL_CALL_KINDS else "other"
             metrics.response_tool_calls.labels(label(tenant), kind).inc()
-            # The model is the response's, which the call does not carry: versions priced
-            # for any model are counted here; the report prices every call.
-            price = tool_call_cost(self._pricing, item.type, None, item.tool, today)
+            model = models.get(item.response_id or "")
+            price = tool_call_cost(self._pricing, item.type, model, item.tool, today)
             if price:
                 metrics.cost.labels(label(tenant), "tool_calls").inc(float(price))
         for tenant, container in counted.containers:
