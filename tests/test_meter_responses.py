@@ -356,6 +356,14 @@ def test_recorded_responses_match_their_bodies(upstream: Upstream) -> None:
             conversation_id=(doc.get("conversation") or {}).get("id"),
             previous_response_id=doc.get("previous_response_id"),
             background=doc["background"],
+            auto_container=next(
+                (
+                    tool["container"].get("memory_limit") or "1g"
+                    for tool in doc["tools"]
+                    if tool["type"] == "code_interpreter" and isinstance(tool["container"], dict)
+                ),
+                None,
+            ),
         )
         assert response.terminal == (doc["status"] in ("completed", "incomplete", "cancelled"))
         calls = [item for item in doc["output"] if item["type"].endswith("_call")]

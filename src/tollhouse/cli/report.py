@@ -69,7 +69,9 @@ def _check_sqlite_file(url: str) -> None:
 @click.option("--until", type=Moment(), help="End, excluded [default: now].")
 @click.option("--tenant", help="Only this tenant.")
 @click.option(
-    "--group-by", type=click.Choice(GROUP_BYS), help="Split each tenant by model, assistant or day."
+    "--group-by",
+    type=click.Choice(GROUP_BYS),
+    help="Split each tenant by model, assistant, day or API.",
 )
 @click.option(
     "--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True

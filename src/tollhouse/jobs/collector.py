@@ -2,7 +2,9 @@
 
 - The reconciler retrieves runs the proxy never saw finish (the client stopped
   polling, a stream broke) and lists the steps of finished runs that had Code
-  Interpreter or File Search enabled but whose steps were never seen.
+  Interpreter or File Search enabled but whose steps were never seen. Responses the
+  proxy saw start but not finish (a background response never polled to its end, a
+  stream cut and never resumed) are retrieved the same way.
 - The storage sampler lists every vector store (paginated) and records its
   ``usage_bytes`` against its owning tenant.
 - After an unclean stop, ``recover`` lists the runs of every thread active in the
@@ -29,10 +31,12 @@ from sqlmodel import col
 
 from tollhouse.api.classify import Kind, RequestClass, classify
 from tollhouse.ledger import store as ledger
-from tollhouse.ledger.models import OwnedObject, Run
+from tollhouse.ledger.models import OwnedObject, Response, Run
+from tollhouse.ledger.responses import forget_response
 from tollhouse.ledger.store import GONE, Sample
 from tollhouse.ledger.writer import LedgerWriter
-from tollhouse.metering.meter import RunSeen, observe_json
+from tollhouse.metering.meter import RunSeen, observe_json, observe_json_all
+from tollhouse.metering.responses import ResponseSeen
 from tollhouse.quota.admission import Quota
 from tollhouse.telemetry.metrics import Metrics
 from tollhouse.upstream.forward import Forwarder, UpstreamError, json_object
@@ -44,6 +48,9 @@ UNOWNED = "_unowned"
 PAGE = 100
 MIN_WAIT = 0.001  # a wait shorter than the clock can measure would spin
 JOBS = ("reconciler", "storage_sampler")
+# How far back the reconciler looks for responses created through the proxy that the ledger
+# has no state of; older ones are left alone (say, from before tollhouse metered responses).
+UNSEEN_WINDOW = 86_400
 
 
 class BudgetExhausted(Exception):
@@ -133,7 +140,7 @@ class Collector:
             return [Run.model_validate(row._mapping) for row in rows]
 
     async def reconcile(self) -> int:
-        """One round; returns how many runs it looked at."""
+        """One round; returns how many runs and responses it looked at."""
         runs = self._unfinished(self._clock())
         done = 0
         try:
@@ -142,8 +149,11 @@ class Collector:
                 if finished and (run.code_interpreter or run.file_search):
                     await self._fetch_steps(run.thread_id, run.id, run.tenant)
                 done += 1
+            for response_id, tenant in self._unfinished_responses(self._clock()):
+                await self._fetch_response(response_id, tenant)
+                done += 1
         except BudgetExhausted as exc:
-            log.info("reconciler paused after %d runs: %s", done, exc)
+            log.info("reconciler paused after %d runs and responses: %s", done, exc)
         self.census()
         self._succeeded("reconciler")
         return done
@@ -181,6 +191,54 @@ class Collector:
         observations = observe_json(classify("GET", path), status, body)
         self._writer.add(run.tenant, observations)
         return any(isinstance(o, RunSeen) and o.terminal for o in observations)
+
+    def _unfinished_responses(self, now: float) -> list[tuple[str, str]]:
+        """Responses not seen terminal and not seen at all for ``reconcile_after``; and those
+        created through the proxy within ``UNSEEN_WINDOW`` whose state the ledger never got
+        (a stream that broke upstream, a batch lost in a crash): their ids and tenants."""
+        cutoff = int(now - self._settings.reconcile_after)
+        owned = OwnedObject
+        with self._engine.connect() as connection:
+            live = connection.execute(
+                select(col(Response.id), col(Response.tenant))
+                .where(
+                    col(Response.usage_recorded_at).is_(None), col(Response.last_seen_at) <= cutoff
+                )
+                .order_by(col(Response.last_seen_at))
+                .limit(self._settings.batch)
+            ).all()
+            unseen = connection.execute(
+                select(col(owned.id), col(owned.tenant))
+                .outerjoin(Response, col(Response.id) == col(owned.id))
+                .where(
+                    col(owned.kind) == str(Kind.RESPONSE),
+                    col(owned.deleted_at).is_(None),
+                    col(owned.created_at) >= int(now - UNSEEN_WINDOW),
+                    col(owned.created_at) <= cutoff,
+                    col(Response.id).is_(None),
+                )
+                .order_by(col(owned.created_at))
+                .limit(self._settings.batch)
+            ).all()
+        found = [(str(row.id), str(row.tenant)) for row in [*live, *unseen]]
+        return found[: self._settings.batch]
+
+    async def _fetch_response(self, response_id: str, tenant: str) -> bool:
+        """Retrieve a response for the ledger; True if it turned out to be finished.
+
+        Still live: the sighting moves its last-seen time, so it is asked again after
+        another ``reconcile_after``. Gone (deleted, or never stored): recorded without usage."""
+        path = f"/v1/responses/{response_id}"
+        status, body = await self._get(path)
+        if status == 404:
+            with self._engine.begin() as connection:
+                forget_response(connection, response_id, tenant, int(self._clock()))
+            return False
+        if status != 200:
+            raise UpstreamError(path, f"status {status}")
+        observations = observe_json_all(classify("GET", path), status, body)
+        self._writer.add(tenant, observations)
+        return any(isinstance(o, ResponseSeen) and o.terminal for o in observations)
 
     async def _fetch_steps(
         self, thread_id: str, run_id: str, tenant: str, wait: bool = False

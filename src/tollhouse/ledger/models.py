@@ -191,3 +191,100 @@ class AppliedBatch(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=32)
     at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Response(SQLModel, table=True):
+    """A Responses API response, upserted by id; its tokens are counted once, when it is first
+    seen terminal. ``input_tokens`` include the cached and cache-write ones; ``output_tokens``
+    the reasoning ones."""
+
+    __tablename__ = "response"
+    __table_args__ = (
+        Index("ix_response_tenant_finished", "tenant", "finished_at"),
+        Index("ix_response_pending", "usage_recorded_at", "last_seen_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=128)
+    tenant: str = Field(max_length=64)
+    model: str | None = Field(default=None, max_length=128)
+    status: str = Field(max_length=32)
+    service_tier: str | None = Field(default=None, max_length=32)
+    background: bool = False
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    finished_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    input_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    cached_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    cache_write_tokens: int | None = Field(
+        default=None, sa_column=Column(BigInteger, nullable=True)
+    )
+    output_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    reasoning_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    total_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    usage_recorded_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    last_seen_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ResponseToolCall(SQLModel, table=True):
+    """A tool call among a response's output items, counted once by its item id.
+
+    ``tool`` is the tool version the request declared (web search is priced by it and by
+    the response's model); ``at`` is when it was first recorded."""
+
+    __tablename__ = "response_tool_call"
+    __table_args__ = (
+        Index("ix_response_tool_call_tenant_type_at", "tenant", "type", "at"),
+        Index("ix_response_tool_call_response", "response_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=128)
+    type: str = Field(max_length=64)
+    tenant: str = Field(max_length=64)
+    response_id: str | None = Field(default=None, max_length=128)
+    tool: str | None = Field(default=None, max_length=64)
+    action: str | None = Field(default=None, max_length=32)
+    container_id: str | None = Field(default=None, max_length=128)
+    size: str | None = Field(default=None, max_length=32)
+    quality: str | None = Field(default=None, max_length=32)
+    at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Container(SQLModel, table=True):
+    """A Responses container (Code Interpreter), billed by memory limit and active time.
+
+    Its life runs from ``created_at`` until ``expires_after_minutes`` (the API's 20 when
+    None) after ``last_active_at``. ``auto``: made by a response's ``container: auto`` tool,
+    recorded under ``auto:<response id>`` when the response named no container."""
+
+    __tablename__ = "container"
+    __table_args__ = (Index("ix_container_tenant_created", "tenant", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=128)
+    tenant: str = Field(max_length=64)
+    memory_limit: str | None = Field(default=None, max_length=16)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_active_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    expires_after_minutes: int | None = None
+    auto: bool = False
+    response_id: str | None = Field(default=None, max_length=128)
+
+
+class ChatCompletion(SQLModel, table=True):
+    """A chat completion, counted once by id; tokens None when a stream did not include them."""
+
+    __tablename__ = "chat_completion"
+    __table_args__ = (Index("ix_chat_completion_tenant_created", "tenant", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=128)
+    tenant: str = Field(max_length=64)
+    model: str | None = Field(default=None, max_length=128)
+    service_tier: str | None = Field(default=None, max_length=32)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    input_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    cached_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    cache_write_tokens: int | None = Field(
+        default=None, sa_column=Column(BigInteger, nullable=True)
+    )
+    output_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    reasoning_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    total_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    usage_recorded_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))

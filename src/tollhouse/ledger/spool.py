@@ -16,6 +16,14 @@ from typing import Any
 from tollhouse.api.classify import Kind
 from tollhouse.ledger.store import Batch, Owned, Sample, Seen
 from tollhouse.metering.meter import ObjectSeen, RunSeen, StepSeen, ToolCallSeen, Usage
+from tollhouse.metering.responses import (
+    ChatCompletionSeen,
+    ContainerSeen,
+    ResponseSeen,
+    SuccessorSeen,
+    TokenUsage,
+    ToolItemSeen,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +37,35 @@ def _usage(data: dict[str, Any] | None) -> Usage | None:
     return Usage(**data) if data else None
 
 
-def _observation(data: dict[str, Any]) -> RunSeen | StepSeen:
+# How each observation is tagged in a spooled batch.
+_TYPES: dict[type, str] = {
+    RunSeen: "run",
+    StepSeen: "step",
+    ResponseSeen: "response",
+    ToolItemSeen: "tool_item",
+    ContainerSeen: "container",
+    ChatCompletionSeen: "chat_completion",
+}
+
+
+def _token_usage(data: dict[str, Any] | None) -> TokenUsage | None:
+    return TokenUsage(**data) if data else None
+
+
+def _successor(kind: str, data: dict[str, Any]) -> SuccessorSeen:
+    if kind == "response":
+        return ResponseSeen(**{**data, "usage": _token_usage(data.get("usage"))})
+    if kind == "chat_completion":
+        return ChatCompletionSeen(**{**data, "usage": _token_usage(data.get("usage"))})
+    if kind == "tool_item":
+        return ToolItemSeen(**data)
+    return ContainerSeen(**data)
+
+
+def _observation(data: dict[str, Any]) -> RunSeen | StepSeen | SuccessorSeen:
     kind = data.pop("type")
+    if kind not in ("run", "step"):
+        return _successor(kind, data["fields"])  # a tool item has a field named "type"
     if kind == "run":
         return RunSeen(**{**data, "usage": _usage(data.get("usage"))})
     calls = tuple(ToolCallSeen(**call) for call in data.pop("tool_calls"))
@@ -53,8 +88,12 @@ def _plain(value: Any) -> Any:
 def dumps(batch: Batch) -> str:
     seen = []
     for item in batch.seen:
-        observation = _plain(item.observation)
-        observation["type"] = "run" if isinstance(item.observation, RunSeen) else "step"
+        tag = _TYPES[type(item.observation)]
+        if tag in ("run", "step"):
+            observation = _plain(item.observation)
+            observation["type"] = tag
+        else:
+            observation = {"type": tag, "fields": _plain(item.observation)}
         seen.append({"tenant": item.tenant, "observation": observation})
     return json.dumps(
         {

@@ -5,8 +5,9 @@ Counting is idempotent and independent of the order batches arrive in, from one
 process or from many replicas at once: a run's state only moves forward (its
 terminal state, tokens included, is written once and never taken back), a tool
 call is counted once by its id, and a thread's Code Interpreter sessions are
-always those its calls give, however late a call is recorded. ``apply`` returns
-what was new, for the metrics.
+always those its calls give, however late a call is recorded. Responses, their tool
+calls, containers and chat completions are counted the same way (``ledger_responses``).
+``apply`` returns what was new, for the metrics.
 """
 
 from __future__ import annotations
@@ -42,7 +43,15 @@ from tollhouse.ledger.models import (
     ToolCall,
     VectorStoreSample,
 )
+from tollhouse.ledger.responses import SuccessorCounted, record_successors
 from tollhouse.metering.meter import ObjectSeen, RunSeen, StepSeen
+from tollhouse.metering.responses import (
+    ChatCompletionSeen,
+    ContainerSeen,
+    ResponseSeen,
+    SuccessorSeen,
+    ToolItemSeen,
+)
 
 SESSION_SECONDS = 3600
 METERED_TOOLS = ("code_interpreter", "file_search")
@@ -53,6 +62,7 @@ GONE = "gone"
 # whole and can simply run again.
 _RETRYABLE = frozenset({"40P01", "40001"})
 ATTEMPTS = 3
+_SUCCESSOR_TYPES = (ResponseSeen, ToolItemSeen, ContainerSeen, ChatCompletionSeen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +75,11 @@ class Owned:
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """A run or step observed on behalf of a tenant."""
+    """A run, step, response, tool call, container or chat completion observed on behalf
+    of a tenant."""
 
     tenant: str
-    observation: RunSeen | StepSeen
+    observation: RunSeen | StepSeen | SuccessorSeen
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +122,7 @@ class Counted:
     finished_runs: list[FinishedRun] = field(default_factory=list)
     tool_calls: list[tuple[str, str]] = field(default_factory=list)  # (tenant, type)
     sessions: list[str] = field(default_factory=list)  # tenants
+    successors: SuccessorCounted = field(default_factory=SuccessorCounted)
 
 
 def _insert(connection: Connection, model: Any) -> Any:
@@ -182,6 +194,12 @@ def _apply(engine: Engine, batch: Batch, now: int) -> Counted:
         steps = [s for s in batch.seen if isinstance(s.observation, StepSeen)]
         _record_runs(connection, runs, now, counted)
         _record_steps(connection, steps, now, counted)
+        successors = [
+            (s.tenant, s.observation)
+            for s in batch.seen
+            if isinstance(s.observation, _SUCCESSOR_TYPES)
+        ]
+        counted.successors = record_successors(connection, successors, now)
         if batch.samples:
             connection.execute(
                 _insert(connection, VectorStoreSample),

@@ -16,11 +16,21 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from tollhouse.ledger import store as ledger
+from tollhouse.ledger.responses import merged
 from tollhouse.ledger.spool import Spool, SpoolError
 from tollhouse.ledger.store import Batch, Counted, Owned, Sample, Seen
 from tollhouse.metering.costs import token_cost
-from tollhouse.metering.meter import ObjectSeen, RunSeen, StepSeen
+from tollhouse.metering.meter import ObjectSeen, RunSeen
+from tollhouse.metering.meter import Seen as Sighting
 from tollhouse.metering.pricing import PricingTable
+from tollhouse.metering.responses import (
+    ChatCompletionSeen,
+    ContainerSeen,
+    ResponseSeen,
+    ToolItemSeen,
+    auto_containers,
+)
+from tollhouse.telemetry.metered import SuccessorMetrics
 from tollhouse.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -90,6 +100,10 @@ class LedgerWriter:
         self._known_tenants: set[str] = set()
         # The latest sighting of each run since the last flush (a terminal one wins).
         self._runs: dict[str, Seen] = {}
+        # Likewise for responses, tool calls (one per item id), chat completions and
+        # containers (their sightings merged).
+        self._latest: dict[tuple[str, str], Seen] = {}
+        self._successor_metrics = SuccessorMetrics(metrics, pricing, label, clock)
         # One thread each, so a database call that hangs in one (a thread cannot be
         # cancelled) never holds up the others, and hung calls cannot pile up.
         self._ledger_thread = ThreadPoolExecutor(1, thread_name_prefix="tollhouse-ledger")
@@ -103,9 +117,14 @@ class LedgerWriter:
 
     # -- the request path: no waiting ---------------------------------------------------
 
-    def add(self, tenant: str, observations: Iterable[RunSeen | StepSeen | ObjectSeen]) -> None:
-        for observation in observations:
-            if isinstance(observation, RunSeen):
+    def add(self, tenant: str, observations: Iterable[Sighting]) -> None:
+        observations = list(observations)
+        for observation in [*observations, *auto_containers(observations)]:
+            if isinstance(observation, ContainerSeen):
+                self._merge(tenant, observation)
+            elif isinstance(observation, ResponseSeen | ToolItemSeen | ChatCompletionSeen):
+                self._collapse(tenant, observation)
+            elif isinstance(observation, RunSeen):
                 # Polls of one run collapse to its latest state (terminal wins), so a
                 # client polling in a tight loop costs one row per flush, not one per poll.
                 previous = self._runs.get(observation.id)
@@ -116,6 +135,27 @@ class LedgerWriter:
             else:
                 self._pending.seen.append(Seen(tenant, observation))
         self._maybe_wake()
+
+    def _collapse(
+        self, tenant: str, seen: ResponseSeen | ToolItemSeen | ChatCompletionSeen
+    ) -> None:
+        """Sightings of one response, item or chat completion since the last flush collapse
+        to one: a terminal response, an item naming its response, a completion with usage
+        wins over whatever came before it."""
+        key = (type(seen).__name__, seen.id)
+        previous = self._latest.get(key)
+        if previous is not None and not _better(seen, previous.observation):
+            return
+        self._latest[key] = Seen(tenant, seen)
+
+    def _merge(self, tenant: str, container: ContainerSeen) -> None:
+        """Sightings of one container since the last flush merge into one (its earliest
+        creation, its latest activity); the first tenant stays."""
+        key = ("ContainerSeen", container.id)
+        previous = self._latest.get(key)
+        if previous is not None and isinstance(previous.observation, ContainerSeen):
+            tenant, container = previous.tenant, merged([previous.observation, container])
+        self._latest[key] = Seen(tenant, container)
 
     def add_sample(self, sample: Sample) -> None:
         self._pending.samples.append(sample)
@@ -135,7 +175,7 @@ class LedgerWriter:
         requests[key] = requests.get(key, 0) + 1
 
     def _maybe_wake(self) -> None:
-        if len(self._pending) + len(self._runs) >= self._max_pending:
+        if len(self._pending) + len(self._runs) + len(self._latest) >= self._max_pending:
             self._wake.set()
 
     # -- creates: the owner is recorded before the response goes out --------------------
@@ -253,7 +293,8 @@ class LedgerWriter:
         async with self._lock:
             batch, self._pending = self._pending, Batch()
             batch.seen.extend(self._runs.values())
-            self._runs = {}
+            batch.seen.extend(self._latest.values())
+            self._runs, self._latest = {}, {}
             now = int(self._clock())
             loop = asyncio.get_running_loop()
             write = loop.run_in_executor(self._ledger_thread, self._write, batch, now)
@@ -387,6 +428,18 @@ class LedgerWriter:
             metrics.code_interpreter_sessions.labels(label(tenant)).inc()
             price = self._pricing.code_interpreter_session(_day(self._clock()))
             metrics.cost.labels(label(tenant), "code_interpreter").inc(float(price))
+        self._successor_metrics.count(counted.successors)
+
+
+def _better(new: object, old: object) -> bool:
+    """Whether a later sighting of the same response, item or completion replaces ``old``."""
+    if isinstance(old, ResponseSeen) and isinstance(new, ResponseSeen):
+        return new.terminal or not old.terminal
+    if isinstance(old, ToolItemSeen) and isinstance(new, ToolItemSeen):
+        return new.response_id is not None or old.response_id is None
+    if isinstance(old, ChatCompletionSeen) and isinstance(new, ChatCompletionSeen):
+        return new.usage is not None or old.usage is None
+    return True
 
 
 def _terminal(seen: Seen) -> bool:

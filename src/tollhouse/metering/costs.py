@@ -13,6 +13,7 @@ from fractions import Fraction
 from math import ceil, floor
 
 from tollhouse.metering.pricing import CodeInterpreterPrice, MinutePrice, PricingTable
+from tollhouse.metering.responses import TokenUsage
 
 GIB = 2**30
 # Storage shares are carried to 1e-10 USD so that they sum exactly to the org total.
@@ -61,6 +62,25 @@ def token_cost(
         + completion_tokens * price.output
     )
     return (per_million * multiplier).scaleb(-6)
+
+
+def usage_cost(
+    pricing: PricingTable, model: str | None, usage: TokenUsage, tier: str | None, day: date
+) -> Decimal | None:
+    """What a response's or chat completion's tokens cost; None when unpriced."""
+    try:
+        return token_cost(
+            pricing,
+            model,
+            usage.input_tokens,
+            usage.output_tokens,
+            day,
+            cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            tier=tier,
+        )
+    except ValueError:  # counts the upstream got wrong (cached beyond the input)
+        return None
 
 
 def tool_call_cost(

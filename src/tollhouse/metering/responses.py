@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -29,6 +29,10 @@ RESPONSE_EVENTS: Final = frozenset(
     | {"response.completed", "response.incomplete", "response.failed"}
 )
 ITEM_DONE: Final = "response.output_item.done"
+# SPEC: a container's `memory_limit` defaults to 1g; an auto container the response names no
+# id for is recorded under this prefix and the response's id.
+AUTO_MEMORY_LIMIT: Final = "1g"
+AUTO_PREFIX: Final = "auto:"
 CHAT_CHUNK: Final = "chat.completion.chunk"
 
 
@@ -58,6 +62,9 @@ class ResponseSeen:
     conversation_id: str | None
     previous_response_id: str | None
     background: bool
+    # The memory limit of a `container: auto` Code Interpreter the response offered (the API's
+    # default, 1g, when the tool named none); None when it offered none.
+    auto_container: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -87,12 +94,17 @@ class ToolItemSeen:
 
 @dataclass(frozen=True, slots=True)
 class ContainerSeen:
+    """A container as the containers API shows it, or one a response's ``container: auto``
+    Code Interpreter used (``auto``; see :func:`auto_containers`)."""
+
     id: str
     status: str
     created_at: int
     last_active_at: int | None
     memory_limit: str | None
     expires_after_minutes: int | None
+    auto: bool = False
+    response_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,10 +242,66 @@ def _response(doc: dict[str, Any]) -> list[SuccessorSeen]:
         conversation_id=None if conversation is None else _text(conversation, "id"),
         previous_response_id=_optional_text(doc, "previous_response_id"),
         background=bool(background),
+        auto_container=_auto_container(doc),
     )
     offer = _offer(doc)
     items = [_tool_item(item, offer) for item in output]
     return [response, *(item for item in items if item is not None)]
+
+
+def _auto_container(doc: dict[str, Any]) -> str | None:
+    """The memory limit of the first `container: auto` Code Interpreter among the tools."""
+    tools = doc.get("tools") or []
+    if not isinstance(tools, list):
+        raise _Malformed("tools")
+    for tool in tools:
+        if not isinstance(tool, dict) or tool.get("type") != "code_interpreter":
+            continue
+        container = tool.get("container")
+        if isinstance(container, dict) and container.get("type") == "auto":
+            return _loose_text(container, "memory_limit") or AUTO_MEMORY_LIMIT
+    return None
+
+
+def auto_containers(seen: Sequence[object]) -> list[ContainerSeen]:
+    """The containers the terminal responses among ``seen`` ran on with ``container: auto``.
+
+    An auto container is created, and billed, even when the model never calls the tool; the
+    response then names no container, so one is recorded under ``auto:<response id>``. When
+    the model did call it, each container its calls name (found among ``seen``, which holds
+    the response's output items with it) is one. Ids are stable, so recording them again
+    changes nothing."""
+    calls: dict[str, set[str]] = {}
+    for item in seen:
+        if (
+            isinstance(item, ToolItemSeen)
+            and item.type == "code_interpreter_call"
+            and item.response_id is not None
+            and item.container_id
+        ):
+            calls.setdefault(item.response_id, set()).add(item.container_id)
+    found: list[ContainerSeen] = []
+    for response in seen:
+        if not isinstance(response, ResponseSeen) or response.auto_container is None:
+            continue
+        if not response.terminal:
+            continue
+        last = response.finished_at or response.created_at
+        ids = sorted(calls.get(response.id, ())) or [f"{AUTO_PREFIX}{response.id}"]
+        found += [
+            ContainerSeen(
+                id=container_id,
+                status="auto",
+                created_at=response.created_at,
+                last_active_at=last,
+                memory_limit=response.auto_container,
+                expires_after_minutes=None,
+                auto=True,
+                response_id=response.id,
+            )
+            for container_id in ids
+        ]
+    return found
 
 
 def _offer(doc: dict[str, Any]) -> _Offer:

@@ -18,11 +18,10 @@ from tollhouse.ledger.writer import LedgerWriter
 from tollhouse.metering.meter import (
     MAX_JSON_BODY,
     ObjectSeen,
-    Observation,
     RunSeen,
+    Seen,
     StreamMeter,
-    observe_event,
-    observe_json,
+    observe_json_all,
     wants_body,
 )
 from tollhouse.proxy.codings import Undecodable, decode
@@ -53,7 +52,7 @@ class Observer:
         self._tenant = tenant
         self._operation = operation
         self._span = span
-        self._rest: list[Observation] = []
+        self._rest: list[Seen] = []
         self._stream: StreamMeter | None = None
         self._owner_writes: list[asyncio.Task[None]] = []
         self._created: set[str] = set()  # a chat stream names its completion in every chunk
@@ -73,7 +72,7 @@ class Observer:
         self._events = content_type == "text/event-stream"
         self._coding = coding
 
-    def _split(self, observations: list[Observation]) -> list[ObjectSeen]:
+    def _split(self, observations: list[Seen]) -> list[ObjectSeen]:
         created = []
         for observation in observations:
             if isinstance(observation, ObjectSeen) and self._operation.creates is not None:
@@ -103,7 +102,7 @@ class Observer:
         except Undecodable as exc:
             log.warning("cannot read a %s answer to observe it: %s", self._operation.name, exc)
             return
-        created = self._split(observe_json(self._operation, status, content))
+        created = self._split(observe_json_all(self._operation, status, content))
         if created:
             await self._ownership.record(self._tenant, created)
         if self.sighting and self._operation.name in SIGHTING_OPERATIONS:
@@ -118,7 +117,7 @@ class Observer:
         if self._stream is None:
             self._stream = StreamMeter()
         events = self._stream.feed_events(chunk)
-        created = self._split([seen for event in events for seen in observe_event(event)])
+        created = self._split([seen for event in events for seen in self._stream.observe(event)])
         if created:
             self._ownership.claim(self._tenant, created)
             self._owner_writes.append(
@@ -149,7 +148,12 @@ class Observer:
             await asyncio.gather(*self._owner_writes)
 
     def hand_over(self) -> None:
-        """After the response went out: usage goes to the ledger writer (no waiting)."""
+        """After the response went out: usage goes to the ledger writer (no waiting).
+
+        A stream, ended or cut short, gives up what it still held (tool items whose
+        response it never named, a chat completion streamed without usage)."""
+        if self._stream is not None:
+            self._split(self._stream.close())
         if self._rest:
             self._writer.add(self._tenant, self._rest)
             self._rest = []

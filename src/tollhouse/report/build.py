@@ -19,18 +19,43 @@ from typing import Literal
 
 from sqlalchemy import Engine
 
-from tollhouse.metering.costs import GIB, STORAGE_PLACES, gb_days, storage_costs, token_cost
-from tollhouse.metering.pricing import PricingError, PricingTable
+from tollhouse.metering.costs import (
+    GIB,
+    STORAGE_PLACES,
+    container_cost,
+    container_sessions,
+    gb_days,
+    storage_costs,
+    token_cost,
+    tool_call_cost,
+    usage_cost,
+)
+from tollhouse.metering.pricing import (
+    DEFAULT_MEMORY_LIMIT,
+    FILE_SEARCH_CALL,
+    STANDARD_TIERS,
+    PricingError,
+    PricingTable,
+)
+from tollhouse.metering.responses import TokenUsage
 from tollhouse.report.query import (
     DAY,
+    CallUse,
+    ContainerUse,
     LedgerUsage,
     StoreHistory,
+    TokenUse,
     fetch_usage,
     unix_day,
 )
 
-GroupBy = Literal["model", "assistant", "day"]
-GROUP_BYS: tuple[GroupBy, ...] = ("model", "assistant", "day")
+GroupBy = Literal["model", "assistant", "day", "api"]
+GROUP_BYS: tuple[GroupBy, ...] = ("model", "assistant", "day", "api")
+# The APIs usage is grouped by with --group-by api.
+ASSISTANTS, RESPONSES, CHAT = "assistants", "responses", "chat.completions"
+# Container memory limits with a column of their own (SPEC); others count in the total only.
+MEMORY_TIERS = ("1g", "4g", "16g", "64g")
+DEFAULT_CONTAINER_MINUTES = 20  # SPEC: a container expires 20 minutes after its last activity
 UNKNOWN = "(unknown)"
 TOOLS_AND_STORAGE = "(tools and storage)"
 STORAGE = "(storage)"
@@ -54,11 +79,35 @@ class Row:
     file_search_cost: Decimal = Decimal(0)
     storage_gb_days: Decimal = Decimal(0)
     storage_cost: Decimal = Decimal(0)
+    responses: int = 0
+    chat_completions: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    web_search_calls: int = 0
+    web_search_cost: Decimal = Decimal(0)
+    image_generation_calls: int = 0
+    other_tool_calls: int = 0
+    other_tool_cost: Decimal = Decimal(0)
+    container_sessions: int = 0
+    container_sessions_1g: int = 0
+    container_sessions_4g: int = 0
+    container_sessions_16g: int = 0
+    container_sessions_64g: int = 0
+    container_active_seconds: int = 0
+    container_cost: Decimal = Decimal(0)
     has_unpriced_usage: bool = False
 
     @property
     def total_cost(self) -> Decimal:
-        costs = (self.token_cost, self.code_interpreter_cost, self.file_search_cost)
+        costs = (
+            self.token_cost,
+            self.code_interpreter_cost,
+            self.file_search_cost,
+            self.web_search_cost,
+            self.other_tool_cost,
+            self.container_cost,
+        )
         return sum(costs, self.storage_cost)
 
     def add(self, other: Row) -> None:
@@ -80,6 +129,8 @@ class Unpriced:
     output_tokens: int = 0
     quantity: Decimal = Decimal(0)
     unit: str = "tokens"
+    responses: int = 0
+    chat_completions: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +146,15 @@ class Report:
     unpriced: tuple[Unpriced, ...]
 
 
-def _group(group_by: GroupBy | None, day: date, model: str | None, assistant: str | None) -> str:
+def _group(
+    group_by: GroupBy | None, day: date, model: str | None, assistant: str | None, api: str
+) -> str:
     if group_by == "day":
         return day.isoformat()
     if group_by == "model":
         return model or UNKNOWN
+    if group_by == "api":
+        return api
     return assistant or UNKNOWN
 
 
@@ -114,8 +169,15 @@ class _Builder:
     def wants(self, tenant: str) -> bool:
         return self.tenant is None or tenant == self.tenant
 
-    def row(self, tenant: str, day: date, model: str | None, assistant: str | None) -> Row:
-        group = None if self.group_by is None else _group(self.group_by, day, model, assistant)
+    def row(
+        self,
+        tenant: str,
+        day: date,
+        model: str | None,
+        assistant: str | None,
+        api: str = ASSISTANTS,
+    ) -> Row:
+        group = None if self.group_by is None else _group(self.group_by, day, model, assistant, api)
         key = (tenant, group)
         if key not in self.rows:
             self.rows[key] = Row(tenant, group)
@@ -182,9 +244,107 @@ def price_usage(
         else:
             row.file_search_cost += calls.count * price
     _price_storage(builder, table, storage_by_day(usage.stores, start, end))
+    _price_tokens(builder, table, usage.responses, RESPONSES)
+    _price_tokens(builder, table, usage.chat_completions, CHAT)
+    _price_calls(builder, table, usage.response_tool_calls)
+    _price_containers(builder, table, usage.containers, end)
     rows = sorted(builder.rows.values(), key=_row_order)
     unpriced = sorted(builder.unpriced.values(), key=lambda u: (u.tenant, u.kind, u.name))
     return rows, unpriced
+
+
+def _price_tokens(
+    builder: _Builder, table: PricingTable, uses: Sequence[TokenUse], api: str
+) -> None:
+    """Responses or chat completions: cached input at the cached rate, cache writes at the
+    cache-write rate, reasoning as output, all times the service tier's multiplier."""
+    for use in (u for u in uses if builder.wants(u.tenant)):
+        row = builder.row(use.tenant, use.day, use.model, None, api)
+        if api == RESPONSES:
+            row.responses += use.count
+        else:
+            row.chat_completions += use.count
+        row.input_tokens += use.input_tokens
+        row.output_tokens += use.output_tokens
+        row.cached_tokens += use.cached_tokens
+        row.cache_write_tokens += use.cache_write_tokens
+        row.reasoning_tokens += use.reasoning_tokens
+        usage = TokenUsage(
+            use.input_tokens,
+            use.cached_tokens,
+            use.cache_write_tokens,
+            use.output_tokens,
+            use.reasoning_tokens,
+            use.input_tokens + use.output_tokens,
+        )
+        cost = usage_cost(table, use.model, usage, use.service_tier, use.day)
+        if cost is None:
+            tier = use.service_tier
+            shown = use.model or UNKNOWN
+            if tier is not None and tier not in STANDARD_TIERS:
+                shown = f"{shown} ({tier} tier)"
+            line = builder.unpriced_line(row, "model", shown)
+            if api == RESPONSES:
+                line.responses += use.count
+            else:
+                line.chat_completions += use.count
+            line.input_tokens += use.input_tokens
+            line.output_tokens += use.output_tokens
+        else:
+            row.token_cost += cost
+
+
+def _price_calls(builder: _Builder, table: PricingTable, calls: Sequence[CallUse]) -> None:
+    """Responses tool calls by kind: web search by the model and tool version, file search
+    at the Responses per-call price, any other kind by its table entry, if any."""
+    for use in (c for c in calls if builder.wants(c.tenant)):
+        row = builder.row(use.tenant, use.day, use.model, None, RESPONSES)
+        if use.kind == "web_search_call":
+            row.web_search_calls += use.count
+        elif use.kind == FILE_SEARCH_CALL:
+            row.file_search_calls += use.count
+        elif use.kind == "image_generation_call":
+            row.image_generation_calls += use.count
+        else:
+            row.other_tool_calls += use.count
+        price = tool_call_cost(table, use.kind, use.model, use.tool, use.day)
+        if price is None:
+            name = " ".join(
+                part for part in (use.kind, use.tool, use.model and f"on {use.model}") if part
+            )
+            builder.unpriced_line(row, "tool", name, "calls").quantity += use.count
+        elif use.kind == "web_search_call":
+            row.web_search_cost += use.count * price
+        elif use.kind == FILE_SEARCH_CALL:
+            row.file_search_cost += use.count * price
+        else:
+            row.other_tool_cost += use.count * price
+
+
+def _price_containers(
+    builder: _Builder, table: PricingTable, containers: Sequence[ContainerUse], end: int
+) -> None:
+    """A container lives from its creation until it expires (or the report's end, if
+    sooner), priced by the billing in effect on the day it was created."""
+    group = TOOLS_AND_STORAGE if builder.group_by == "model" else None
+    for use in (c for c in containers if builder.wants(c.tenant)):
+        day = unix_day(use.created_at // DAY)
+        row = builder.row(use.tenant, day, group, None, RESPONSES)
+        minutes = use.expires_after_minutes or DEFAULT_CONTAINER_MINUTES
+        until = min(use.last_active_at + minutes * 60, max(end, use.created_at))
+        active = max(0, until - use.created_at)
+        size = use.memory_limit or DEFAULT_MEMORY_LIMIT
+        row.container_active_seconds += active
+        sessions = container_sessions(table, size, active, day)
+        cost = container_cost(table, size, active, day)
+        row.container_sessions += sessions or 1
+        if size in MEMORY_TIERS:
+            name = f"container_sessions_{size}"
+            setattr(row, name, getattr(row, name) + (sessions or 1))
+        if cost is None:
+            builder.unpriced_line(row, "tool", f"container {size}", "containers").quantity += 1
+        else:
+            row.container_cost += cost
 
 
 def _row_order(row: Row) -> tuple[str, bool, str]:
@@ -207,7 +367,7 @@ def _price_storage(
         for tenant, value in sorted(by_tenant.items()):
             if not builder.wants(tenant):
                 continue
-            row = builder.row(tenant, day, group, group)
+            row = builder.row(tenant, day, group, group, STORAGE)
             quantity = Decimal(value).quantize(GB_DAY_PLACES)
             row.storage_gb_days += quantity
             if costs is None:

@@ -10,19 +10,25 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Executable, and_, func, or_, select
+from sqlalchemy import Connection, Engine, Executable, Select, and_, func, or_, select
 from sqlmodel import col
 
 from tollhouse.api.classify import Kind
 from tollhouse.ledger.models import (
+    ChatCompletion,
     CodeInterpreterSession,
+    Container,
     OwnedObject,
+    Response,
+    ResponseToolCall,
     Run,
     ToolCall,
     VectorStoreSample,
 )
 from tollhouse.metering.meter import TERMINAL_STATUSES
+from tollhouse.metering.responses import RESPONSE_TERMINAL
 
 DAY = 86_400
 _EPOCH = date(1970, 1, 1)
@@ -56,6 +62,50 @@ class ToolUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenUse:
+    """Finished responses, or chat completions, of one tenant, model, service tier and UTC
+    day. ``metered`` of the ``count`` carried usage (a chat stream may not); cached and
+    cache-write tokens are part of the input tokens, reasoning tokens of the output."""
+
+    tenant: str
+    model: str | None
+    service_tier: str | None
+    day: date
+    count: int
+    metered: int
+    input_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallUse:
+    """Responses tool calls of one tenant, model (its response's), kind, tool version and day."""
+
+    tenant: str
+    model: str | None
+    kind: str
+    tool: str | None
+    day: date
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerUse:
+    """One container created in the period; its life ends ``expires_after_minutes`` (None:
+    the API's 20) after its last activity."""
+
+    tenant: str
+    memory_limit: str | None
+    created_at: int
+    last_active_at: int
+    expires_after_minutes: int | None
+    auto: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StoreHistory:
     """A vector store's ``(at, tenant, usage_bytes)`` samples, from the last one before the
     period on, and when it was known to be gone (None: still there)."""
@@ -71,6 +121,10 @@ class LedgerUsage:
     sessions: Sequence[ToolUsage] = ()
     file_search_calls: Sequence[ToolUsage] = ()
     stores: Sequence[StoreHistory] = ()
+    responses: Sequence[TokenUse] = ()
+    chat_completions: Sequence[TokenUse] = ()
+    response_tool_calls: Sequence[CallUse] = ()
+    containers: Sequence[ContainerUse] = ()
 
 
 def fetch_usage(
@@ -85,7 +139,131 @@ def fetch_usage(
             sessions=_sessions(connection, start, end, tenant),
             file_search_calls=_file_search_calls(connection, start, end, tenant),
             stores=_stores(connection, start, storage_end),
+            responses=_responses(connection, start, end, tenant),
+            chat_completions=_chats(connection, start, end, tenant),
+            response_tool_calls=_response_tool_calls(connection, start, end, tenant),
+            containers=_containers(connection, start, end, tenant),
         )
+
+
+def _token_sums(model: type[Response] | type[ChatCompletion]) -> list[Any]:
+    names = ("input", "cached", "cache_write", "output", "reasoning")
+    return [
+        func.coalesce(func.sum(getattr(model, f"{name}_tokens")), 0).label(f"{name}_tokens")
+        for name in names
+    ]
+
+
+def _token_use(connection: Connection, query: Select[Any]) -> list[TokenUse]:
+    return [
+        TokenUse(
+            row.tenant,
+            row.model,
+            row.service_tier,
+            unix_day(int(row.day)),
+            *map(
+                int,
+                (
+                    row.count,
+                    row.metered,
+                    row.input_tokens,
+                    row.cached_tokens,
+                    row.cache_write_tokens,
+                    row.output_tokens,
+                    row.reasoning_tokens,
+                ),
+            ),
+        )
+        for row in connection.execute(query)
+    ]
+
+
+def _responses(connection: Connection, start: int, end: int, tenant: str | None) -> list[TokenUse]:
+    at = func.coalesce(col(Response.finished_at), col(Response.created_at))
+    day = (at // DAY).label("day")
+    keys = (col(Response.tenant), col(Response.model), col(Response.service_tier), day)
+    query = (
+        select(
+            *keys,
+            func.count().label("count"),
+            func.count(col(Response.input_tokens)).label("metered"),
+            *_token_sums(Response),
+        )
+        .where(
+            col(Response.usage_recorded_at).is_not(None),
+            col(Response.status).in_(sorted(RESPONSE_TERMINAL)),
+            at >= start,
+            at < end,
+        )
+        .group_by(*keys)
+    )
+    if tenant is not None:
+        query = query.where(col(Response.tenant) == tenant)
+    return _token_use(connection, query)
+
+
+def _chats(connection: Connection, start: int, end: int, tenant: str | None) -> list[TokenUse]:
+    chat = ChatCompletion
+    day = (col(chat.created_at) // DAY).label("day")
+    keys = (col(chat.tenant), col(chat.model), col(chat.service_tier), day)
+    query = (
+        select(
+            *keys,
+            func.count().label("count"),
+            func.count(col(chat.usage_recorded_at)).label("metered"),
+            *_token_sums(chat),
+        )
+        .where(col(chat.created_at) >= start, col(chat.created_at) < end)
+        .group_by(*keys)
+    )
+    if tenant is not None:
+        query = query.where(col(chat.tenant) == tenant)
+    return _token_use(connection, query)
+
+
+def _response_tool_calls(
+    connection: Connection, start: int, end: int, tenant: str | None
+) -> list[CallUse]:
+    """Calls on the day their response finished (was created, while live; when recorded,
+    for a call whose response was never seen)."""
+    call = ResponseToolCall
+    at = func.coalesce(col(Response.finished_at), col(Response.created_at), col(call.at))
+    day = (at // DAY).label("day")
+    keys = (col(call.tenant), col(Response.model), col(call.type), col(call.tool), day)
+    query = (
+        select(*keys, func.count().label("calls"))
+        .select_from(call)
+        .outerjoin(Response, col(Response.id) == col(call.response_id))
+        .where(at >= start, at < end)
+        .group_by(*keys)
+    )
+    if tenant is not None:
+        query = query.where(col(call.tenant) == tenant)
+    return [
+        CallUse(row.tenant, row.model, row.type, row.tool, unix_day(int(row.day)), int(row.calls))
+        for row in connection.execute(query)
+    ]
+
+
+def _containers(
+    connection: Connection, start: int, end: int, tenant: str | None
+) -> list[ContainerUse]:
+    query = select(Container).where(
+        col(Container.created_at) >= start, col(Container.created_at) < end
+    )
+    if tenant is not None:
+        query = query.where(col(Container.tenant) == tenant)
+    return [
+        ContainerUse(
+            row.tenant,
+            row.memory_limit,
+            int(row.created_at),
+            int(row.last_active_at),
+            row.expires_after_minutes,
+            bool(row.auto),
+        )
+        for row in connection.execute(query)
+    ]
 
 
 def _runs(connection: Connection, start: int, end: int, tenant: str | None) -> list[RunUsage]:

@@ -39,6 +39,28 @@ NOTES = (
     "charged for that part: its price and free GB are pro rata to the share of the day "
     "covered. With --tenant the sharing still spans all tenants. '_unowned' holds stores "
     "created outside tollhouse.",
+    "Responses: a response counts once it is terminal (completed, failed, cancelled, "
+    "incomplete) with its usage recorded, on the UTC day it finished, however often it was "
+    "polled, streamed, resumed or retrieved. Cached input tokens are priced at the model's "
+    "cached rate and cache writes at its cache-write rate (the input rate where the table has "
+    "none); reasoning tokens are part of the output tokens. A service tier other than "
+    "default/auto multiplies the model's prices (flex, priority); a tier the table does not "
+    "price for the model leaves the tokens unpriced. Chat completions are priced the same "
+    "way, on the day they were created; one streamed without include_usage counts with no "
+    "tokens.",
+    "Responses tool calls: one output item is one call, counted once by its id, on its "
+    "response's day. Web search is priced per call by the tool version the request declared "
+    "and the response's model; file search at the Responses per-call price (in the File "
+    "Search columns); image generation and other kinds by their table entry, else listed as "
+    "unpriced. Their tokens are in the response's tokens.",
+    "Containers: a container counts on the day it was created and lives until it expires "
+    "(its expires_after minutes, 20 by default, after its last activity) or the end of the "
+    "report, whichever is earlier; it is priced by its memory limit with the billing in "
+    "effect that day (20-minute sessions, or per minute with a minimum). A response's "
+    "'container: auto' Code Interpreter counts as a container even when no call ran. "
+    "Container sessions are the 20-minute blocks, or one per container under per-minute "
+    "billing.",
+    "Groups: by api, usage is split into assistants, responses, chat.completions and (storage).",
     "Groups: by model, Code Interpreter, File Search and storage (not per model) are in "
     "'(tools and storage)'; by assistant, tool use follows its run's assistant (a Code "
     "Interpreter session: the run of its first call), '(unknown)' when that run was not "
@@ -47,7 +69,15 @@ NOTES = (
     "are sums of the exact amounts.",
 )
 FORMATS = ("table", "csv", "json")
-_MONEY = ("token_cost", "code_interpreter_cost", "file_search_cost", "storage_cost")
+_MONEY = (
+    "token_cost",
+    "code_interpreter_cost",
+    "file_search_cost",
+    "storage_cost",
+    "web_search_cost",
+    "other_tool_cost",
+    "container_cost",
+)
 
 
 def parse_moment(text: str) -> datetime:
@@ -82,6 +112,23 @@ def row_fields(row: Row) -> dict[str, str | int | bool | None]:
         "file_search_cost": plain(row.file_search_cost),
         "storage_gb_days": plain(row.storage_gb_days),
         "storage_cost": plain(row.storage_cost),
+        "responses": row.responses,
+        "chat_completions": row.chat_completions,
+        "cached_tokens": row.cached_tokens,
+        "cache_write_tokens": row.cache_write_tokens,
+        "reasoning_tokens": row.reasoning_tokens,
+        "web_search_calls": row.web_search_calls,
+        "web_search_cost": plain(row.web_search_cost),
+        "image_generation_calls": row.image_generation_calls,
+        "other_tool_calls": row.other_tool_calls,
+        "other_tool_cost": plain(row.other_tool_cost),
+        "container_sessions": row.container_sessions,
+        "container_sessions_1g": row.container_sessions_1g,
+        "container_sessions_4g": row.container_sessions_4g,
+        "container_sessions_16g": row.container_sessions_16g,
+        "container_sessions_64g": row.container_sessions_64g,
+        "container_active_seconds": row.container_active_seconds,
+        "container_cost": plain(row.container_cost),
         "total_cost": plain(row.total_cost),
         "has_unpriced_usage": row.has_unpriced_usage,
     }
@@ -90,8 +137,10 @@ def row_fields(row: Row) -> dict[str, str | int | bool | None]:
 def _unpriced_fields(line: Unpriced) -> dict[str, str | int]:
     named: dict[str, str | int] = {"tenant": line.tenant, "kind": line.kind, "name": line.name}
     if line.kind == "model":
+        counts = {"runs": line.runs, "responses": line.responses}
+        counts["chat_completions"] = line.chat_completions
         return named | {
-            "runs": line.runs,
+            **{name: count for name, count in counts.items() if count or name == "runs"},
             "input_tokens": line.input_tokens,
             "output_tokens": line.output_tokens,
         }
@@ -139,6 +188,16 @@ def utc_text(moment: datetime) -> str:
 _Column = tuple[str, Callable[[Row], str]]
 
 
+def _container_tiers(row: Row) -> str:
+    """Container sessions by memory limit, e.g. ``2x1g+1x4g``; the total when none is known."""
+    tiers = [
+        (size, getattr(row, f"container_sessions_{size}")) for size in ("1g", "4g", "16g", "64g")
+    ]
+    shown = "+".join(f"{count:,}x{size}" for size, count in tiers if count)
+    rest = row.container_sessions - sum(count for _, count in tiers)
+    return "+".join(part for part in (shown, f"{rest:,}x?" if rest else "") if part) or "0"
+
+
 def _columns(group_by: GroupBy | None) -> list[_Column]:
     columns: list[_Column] = [("tenant", lambda r: r.tenant)]
     if group_by is not None:
@@ -147,12 +206,23 @@ def _columns(group_by: GroupBy | None) -> list[_Column]:
         *columns,
         ("runs", lambda r: f"{r.runs:,}"),
         ("input tokens", lambda r: f"{r.input_tokens:,}"),
+        ("cached", lambda r: f"{r.cached_tokens:,}"),
         ("output tokens", lambda r: f"{r.output_tokens:,}"),
+        ("reasoning", lambda r: f"{r.reasoning_tokens:,}"),
         ("token cost", lambda r: usd(r.token_cost)),
+        ("responses", lambda r: f"{r.responses:,}"),
+        ("chats", lambda r: f"{r.chat_completions:,}"),
         ("CI sessions", lambda r: f"{r.code_interpreter_sessions:,}"),
         ("CI cost", lambda r: usd(r.code_interpreter_cost)),
         ("FS calls", lambda r: f"{r.file_search_calls:,}"),
         ("FS cost", lambda r: usd(r.file_search_cost)),
+        ("WS calls", lambda r: f"{r.web_search_calls:,}"),
+        ("WS cost", lambda r: usd(r.web_search_cost)),
+        ("other calls", lambda r: f"{r.image_generation_calls + r.other_tool_calls:,}"),
+        ("calls cost", lambda r: usd(r.other_tool_cost)),
+        ("containers", _container_tiers),
+        ("container min", lambda r: f"{r.container_active_seconds / 60:,.1f}"),
+        ("container cost", lambda r: usd(r.container_cost)),
         ("GB-days", lambda r: f"{r.storage_gb_days:,.4f}"),
         ("storage cost", lambda r: usd(r.storage_cost)),
         ("total", lambda r: usd(r.total_cost) + ("*" if r.has_unpriced_usage else " ")),
@@ -161,9 +231,21 @@ def _columns(group_by: GroupBy | None) -> list[_Column]:
 
 def _unpriced_line(line: Unpriced) -> str:
     if line.kind == "model":
-        usage = (
-            f"runs {line.runs:,}, input tokens {line.input_tokens:,}, "
-            f"output tokens {line.output_tokens:,}"
+        counts = [
+            f"{name} {count:,}"
+            for name, count in (
+                ("runs", line.runs),
+                ("responses", line.responses),
+                ("chat completions", line.chat_completions),
+            )
+            if count or name == "runs"
+        ]
+        usage = ", ".join(
+            [
+                *counts,
+                f"input tokens {line.input_tokens:,}",
+                f"output tokens {line.output_tokens:,}",
+            ]
         )
     else:
         usage = f"{line.quantity:,} {line.unit}"

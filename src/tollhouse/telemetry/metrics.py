@@ -13,7 +13,31 @@ from tollhouse.api.classify import ROUTES, UNKNOWN, Operation, RequestClass
 LIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled", "expired", "incomplete")
 UPSTREAM_CODES = ("2xx", "3xx", "4xx", "429", "5xx")
-COST_COMPONENTS = ("tokens", "code_interpreter", "file_search_calls", "vector_storage")
+COST_COMPONENTS = (
+    "tokens",
+    "code_interpreter",
+    "file_search_calls",
+    "vector_storage",
+    "tool_calls",
+    "containers",
+)
+# Token directions: input and output; cached_input and cache_write are parts of input,
+# reasoning a part of output (Responses and chat completions report them).
+TOKEN_DIRECTIONS = ("input", "output", "cached_input", "cache_write", "reasoning")
+# Responses tool calls by output item type; any other type counts as `other`.
+TOOL_CALL_KINDS = (
+    "web_search_call",
+    "file_search_call",
+    "code_interpreter_call",
+    "image_generation_call",
+    "mcp_call",
+    "function_call",
+    "computer_call",
+    "other",
+)
+# Container memory limits (SPEC); any other counts as `other`.
+MEMORY_LIMITS = ("1g", "4g", "16g", "64g", "other")
+TERMINAL_RESPONSE_STATUSES = ("completed", "failed", "cancelled", "incomplete")
 OUTCOMES = ("forwarded", "throttled", "shadow_throttled", "upstream_error", "rejected")
 # The object kinds the stale-resource cleaner deletes, as the ledger names them.
 CLEANUP_KINDS = (
@@ -113,13 +137,16 @@ class Metrics:
         )
         self.tokens = Counter(
             "tollhouse_tokens",
-            "Model tokens of finished runs, by tenant, model and direction (input/output).",
+            "Model tokens of finished runs, responses and chat completions, by tenant, model and "
+            "direction (input, output; cached_input and cache_write are part of input, reasoning "
+            "part of output).",
             ["tenant", "model", "direction"],
             registry=registry,
         )
         self.cost = Counter(
             "tollhouse_cost_usd",
-            "What tenants cost, in US dollars, by component.",
+            "What tenants cost, in US dollars, by component (containers: the minimum charge, "
+            "when first seen; the report prices their whole life).",
             ["tenant", "component"],
             registry=registry,
         )
@@ -157,6 +184,31 @@ class Metrics:
         self.file_search_calls = Counter(
             "tollhouse_file_search_calls",
             "File Search tool calls seen in run steps.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.responses = Counter(
+            "tollhouse_responses",
+            "Responses seen reaching a terminal status, counted once each.",
+            ["tenant", "status"],
+            registry=registry,
+        )
+        self.response_tool_calls = Counter(
+            "tollhouse_response_tool_calls",
+            "Tool calls among responses' output items, by output item type, counted once each.",
+            ["tenant", "kind"],
+            registry=registry,
+        )
+        self.container_sessions = Counter(
+            "tollhouse_container_sessions",
+            "Responses containers (Code Interpreter) first seen, by memory limit; an auto "
+            "container counts even when no call ran.",
+            ["tenant", "memory_limit"],
+            registry=registry,
+        )
+        self.chat_completions = Counter(
+            "tollhouse_chat_completions",
+            "Chat completions seen, counted once each.",
             ["tenant"],
             registry=registry,
         )
@@ -333,6 +385,13 @@ class Metrics:
             self.code_interpreter_sessions.labels(tenant)
             self.file_search_calls.labels(tenant)
             self.run_polls.labels(tenant)
+            self.chat_completions.labels(tenant)
+            for status in TERMINAL_RESPONSE_STATUSES:
+                self.responses.labels(tenant, status)
+            for kind in TOOL_CALL_KINDS:
+                self.response_tool_calls.labels(tenant, kind)
+            for memory_limit in MEMORY_LIMITS:
+                self.container_sessions.labels(tenant, memory_limit)
 
     def _initialise(self, tenants: Iterable[str]) -> None:
         """Create the known label sets at zero so rates and alerts see them from the start."""
