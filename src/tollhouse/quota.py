@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from tollhouse.buckets import Buckets
-from tollhouse.buckets.bucket import Level, Limit, PairTake
+from tollhouse.buckets.bucket import Level, Limit, PairTake, remaining, reset_seconds
 from tollhouse.classify import RequestClass
 from tollhouse.errors import ErrorResponse
 from tollhouse.policy import Policy, RateLimit
@@ -51,6 +51,7 @@ class _Plan:
     max_queue: int
     enforce_tenant: bool
     enforce_org: bool
+    spread: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +64,12 @@ class BucketView:
 
     @property
     def remaining(self) -> int:
-        return max(0, math.floor(self.level.tokens))
+        return remaining(self.level)
 
     @property
     def reset(self) -> float:
-        return max(0.0, (self.limit.capacity - self.level.tokens) / self.limit.rate)
+        """Seconds until the bucket is full, after the clients told to retry have been served."""
+        return reset_seconds(self.level, self.limit)
 
     def headers(self, prefix: bytes) -> Headers:
         return [
@@ -163,6 +165,7 @@ class Quota:
                 max_queue=shaping.max_queue if shaping else 0,
                 enforce_tenant=not policy.in_shadow_mode(tenant),
                 enforce_org=not policy.shadow_mode,
+                spread=policy.retries.spread_seconds,
             )
             if limit is not None:  # an internal tenant's own limit: enforced, never shaped
                 plan = replace(
@@ -189,6 +192,7 @@ class Quota:
             0.0 if queue_full else plan.max_wait,
             plan.enforce_tenant,
             plan.enforce_org,
+            plan.spread,
         )
         if taken.allowed and taken.wait > 0:
             self._waiting[request_class] += 1

@@ -21,7 +21,10 @@ class Buckets(Protocol):
         max_wait: float = 0.0,
         enforce_tenant: bool = True,
         enforce_org: bool = True,
-    ) -> PairTake: ...
+        spread: float = 0.0,
+    ) -> PairTake:
+        """One admission against both buckets; see ``bucket.take_pair``."""
+        ...
 
     async def close(self) -> None: ...
 

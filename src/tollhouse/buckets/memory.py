@@ -16,13 +16,14 @@ SWEEP_PER_TAKE = 2
 class MemoryBuckets:
     """Buckets in a dict; every admission is one synchronous step on the event loop.
 
-    A bucket that has refilled to its capacity is the same as one that was never
-    used, so it is forgotten: each admission looks at the ``SWEEP_PER_TAKE`` buckets
-    at the head of a ring, drops them if they are full by now and moves them to the
-    back otherwise. The number of buckets kept is thereby bounded by about twice
-    (admissions per second times the longest time a bucket takes to refill), however
-    many tenants come and go. (After a policy reload a forgotten bucket comes back
-    full under the new limit: it only gets there sooner than a kept one would.)
+    A bucket that has refilled to its capacity, with no refused caller still due
+    back, is the same as one that was never used, so it is forgotten: each admission
+    looks at the ``SWEEP_PER_TAKE`` buckets at the head of a ring, drops them if they
+    are full by now and moves them to the back otherwise. The number of buckets kept
+    is thereby bounded by about twice (admissions per second times the longest time
+    a bucket takes to refill), however many tenants come and go. (After a policy
+    reload a forgotten bucket comes back full under the new limit: it only gets there
+    sooner than a kept one would.)
     """
 
     name = "memory"
@@ -44,9 +45,17 @@ class MemoryBuckets:
         max_wait: float = 0.0,
         enforce_tenant: bool = True,
         enforce_org: bool = True,
+        spread: float = 0.0,
     ) -> PairTake:
         return self.take_now(
-            tenant_key, tenant_limit, org_key, org_limit, max_wait, enforce_tenant, enforce_org
+            tenant_key,
+            tenant_limit,
+            org_key,
+            org_limit,
+            max_wait,
+            enforce_tenant,
+            enforce_org,
+            spread,
         )
 
     def take_now(
@@ -58,6 +67,7 @@ class MemoryBuckets:
         max_wait: float = 0.0,
         enforce_tenant: bool = True,
         enforce_org: bool = True,
+        spread: float = 0.0,
     ) -> PairTake:
         levels = self._levels
         now = self._clock()
@@ -72,6 +82,7 @@ class MemoryBuckets:
             max_wait,
             enforce_tenant,
             enforce_org,
+            spread,
         )
         if result.tenant is not None and tenant_limit is not None:
             levels[tenant_key] = (result.tenant, _full_at(result.tenant, tenant_limit))
@@ -92,4 +103,5 @@ class MemoryBuckets:
 
 
 def _full_at(level: Level, limit: Limit) -> float:
-    return level.at + max(0.0, limit.capacity - level.tokens) / limit.rate
+    """When the bucket is as good as new: full, and nobody queued for a retry any more."""
+    return max(level.at + max(0.0, limit.capacity - level.tokens) / limit.rate, level.queue)

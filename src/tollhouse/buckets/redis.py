@@ -17,7 +17,7 @@ from importlib.resources import files
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from tollhouse.buckets.bucket import Level, Limit, PairTake
+from tollhouse.buckets.bucket import NO_QUEUE, Level, Limit, PairTake
 from tollhouse.buckets.memory import MemoryBuckets
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,10 @@ LUA = files("tollhouse.buckets").joinpath("token_bucket.lua").read_text
 IDLE_TTL_MS = 3_600_000
 
 
-def _level(raw: bytes, at: float) -> Level | None:
-    return None if raw == b"-" else Level(float(raw), at)
+def _level(raw: bytes, at: float, queue: bytes) -> Level | None:
+    if raw == b"-":
+        return None
+    return Level(float(raw), at, NO_QUEUE if queue == b"-" else float(queue))
 
 
 def _share(limit: Limit | None, replicas: int) -> Limit | None:
@@ -76,10 +78,18 @@ class RedisBuckets:
         max_wait: float = 0.0,
         enforce_tenant: bool = True,
         enforce_org: bool = True,
+        spread: float = 0.0,
     ) -> PairTake:
         if self._down_until is not None and self._clock() < self._down_until:
             return self._fallback(
-                tenant_key, tenant_limit, org_key, org_limit, max_wait, enforce_tenant, enforce_org
+                tenant_key,
+                tenant_limit,
+                org_key,
+                org_limit,
+                max_wait,
+                enforce_tenant,
+                enforce_org,
+                spread,
             )
         args = (
             tenant_limit.rate if tenant_limit else 0,
@@ -90,6 +100,7 @@ class RedisBuckets:
             int(enforce_tenant),
             int(enforce_org),
             IDLE_TTL_MS,
+            spread,
         )
         try:
             reply = await self._script(
@@ -100,21 +111,28 @@ class RedisBuckets:
             self._down_until = self._clock() + self._retry_seconds
             self._on_fallback(True)
             return self._fallback(
-                tenant_key, tenant_limit, org_key, org_limit, max_wait, enforce_tenant, enforce_org
+                tenant_key,
+                tenant_limit,
+                org_key,
+                org_limit,
+                max_wait,
+                enforce_tenant,
+                enforce_org,
+                spread,
             )
         if self._down_until is not None:
             log.info("redis buckets reachable again")
             self._down_until = None
             self._on_fallback(False)
-        allowed, wait, t_refused, o_refused, t_tokens, o_tokens, now = reply
+        allowed, wait, t_refused, o_refused, t_tokens, o_tokens, now, t_queue, o_queue = reply
         at = float(now)
         return PairTake(
             bool(allowed),
             float(wait),
             bool(t_refused),
             bool(o_refused),
-            _level(t_tokens, at),
-            _level(o_tokens, at),
+            _level(t_tokens, at, t_queue),
+            _level(o_tokens, at, o_queue),
         )
 
     def _fallback(
@@ -126,6 +144,7 @@ class RedisBuckets:
         max_wait: float,
         enforce_tenant: bool,
         enforce_org: bool,
+        spread: float,
     ) -> PairTake:
         return self._local.take_now(
             tenant_key,
@@ -135,6 +154,7 @@ class RedisBuckets:
             max_wait,
             enforce_tenant,
             enforce_org,
+            spread,
         )
 
     async def close(self) -> None:
