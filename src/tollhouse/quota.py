@@ -39,6 +39,17 @@ def go_duration(seconds: float) -> str:
     return text
 
 
+def token_headers(
+    per_minute: int, limit: Limit, level: Level, prefix: bytes = b"x-ratelimit-"
+) -> Headers:
+    """OpenAI's ``…-tokens`` headers for a token-per-minute bucket (one in debt shows 0)."""
+    return [
+        (prefix + b"limit-tokens", str(per_minute).encode()),
+        (prefix + b"remaining-tokens", str(remaining(level)).encode()),
+        (prefix + b"reset-tokens", go_duration(reset_seconds(level, limit)).encode()),
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What one (tenant, class) admission needs, worked out once per policy."""
