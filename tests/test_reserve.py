@@ -248,3 +248,25 @@ async def test_a_refund_on_one_replica_serves_another(redis_url: str) -> None:
     finally:
         await one.close()
         await two.close()
+
+
+async def test_without_redis_each_replica_reserves_from_its_share() -> None:
+    from tests.services import free_port
+
+    fallbacks: list[bool] = []
+    away = RedisBuckets(
+        f"redis://127.0.0.1:{free_port()}/0", replicas=2, on_fallback=fallbacks.append
+    )
+    try:
+        first = await away.reserve("acme:tpm", SLOW_TPM, "_org:tpm", ORG_TPM, 400)
+        assert fallbacks == [True]
+        assert first.reservation is not None
+        assert first.reservation.local
+        # this replica holds half of the tenant's 1,000
+        assert not (
+            await away.reserve("acme:tpm", SLOW_TPM, "_org:tpm", ORG_TPM, 101)
+        ).result.allowed
+        assert (await away.settle(first.reservation, 100)).applied  # settled where it was drawn
+        assert (await away.reserve("acme:tpm", SLOW_TPM, "_org:tpm", ORG_TPM, 400)).result.allowed
+    finally:
+        await away.close()

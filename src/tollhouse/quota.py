@@ -96,7 +96,7 @@ class Decision:
     request_class: RequestClass
     allowed: bool
     shadow: bool  # a bucket refused, but in shadow mode: let through and counted
-    wait: float  # allowed: seconds spent shaped; refused: seconds until a retry can pass
+    wait: float  # allowed: seconds spent shaped; refused: when this client should retry
     refused_by: str | None  # "tenant" or "organization"
     tenant_view: BucketView | None
     org_view: BucketView | None
