@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.upstreams import Clock
 from tollhouse.api.classify import RequestClass
 from tollhouse.config.policy import Policy, parse_policy
-from tollhouse.quota.admission import Quota
+from tollhouse.quota.admission import Decision, Quota, go_duration
 from tollhouse.quota.backends import Buckets, buckets_from_url
+from tollhouse.quota.memory import MemoryBuckets
 
 RUN = RequestClass.RUN_CREATE
 
@@ -145,3 +149,101 @@ async def test_concurrent_admissions_never_overspend(buckets: Buckets) -> None:
     quota = Quota(buckets, policy())
     outcomes = await asyncio.gather(*(quota.admit("acme", RUN) for _ in range(120)))
     assert 50 <= sum(d.allowed for d in outcomes) <= 51
+
+
+# -- clients refused in the same moment are told retry times of their own ---------------
+
+SLOW = {"requests_per_unit": 120, "unit": "hour", "burst": 2}  # one token every 30 s
+
+
+def slow_policy(**retries: object) -> Policy:
+    return policy(
+        tenants={"acme": {"limits": {"RUN_CREATE": SLOW}}},
+        retries={"max_retry_after": 120, **retries},
+    )
+
+
+async def refusals(quota: Quota, tenant: str, n: int) -> list[Decision]:
+    decisions = await asyncio.gather(*(quota.admit(tenant, RUN) for _ in range(n)))
+    return [decision for decision in decisions if not decision.allowed]
+
+
+async def test_clients_refused_at_once_are_told_to_come_back_one_token_apart(
+    buckets: Buckets,
+) -> None:
+    quota = Quota(buckets, slow_policy())
+    refused = await refusals(quota, "acme", 7)
+    waits = sorted(decision.wait for decision in refused)
+    # 2 of burst, then one retry time per token to come, 30 s apart, up to 120 s
+    assert waits == pytest.approx([30, 60, 90, 120, 120], abs=0.5)
+    for decision in refused:
+        headers = dict(decision.refusal().headers)
+        assert int(headers[b"retry-after-ms"]) == math.ceil(decision.wait * 1000)
+        assert int(headers[b"retry-after"]) == math.ceil(decision.wait)
+        assert headers[b"x-ratelimit-limit-requests"] == b"120"
+        assert headers[b"x-ratelimit-remaining-requests"] == b"0"
+        # full again only once the last client told to retry has had its token
+        reset = go_seconds(headers[b"x-ratelimit-reset-requests"].decode())
+        assert reset == pytest.approx(decision.wait + 60, abs=0.5)
+        assert f"Please try again in {go_duration(decision.wait)}." in decision.refusal().message
+
+
+async def test_without_spread_every_client_refused_at_once_hears_the_same_time(
+    buckets: Buckets,
+) -> None:
+    quota = Quota(buckets, slow_policy(spread=False))
+    refused = await refusals(quota, "acme", 7)
+    assert [decision.wait for decision in refused] == pytest.approx([30] * 5, abs=0.5)
+
+
+async def test_the_organisation_queues_every_tenant_it_refuses_in_one_line(
+    buckets: Buckets,
+) -> None:
+    slow_org = {"RUN_CREATE": {"requests_per_unit": 120, "unit": "hour", "burst": 1}}
+    quota = Quota(buckets, policy(organization=slow_org))
+    assert (await quota.admit("acme", RUN)).allowed
+    refused = [await quota.admit(tenant, RUN) for tenant in ("globex", "acme", "walk-in")]
+    assert {decision.refused_by for decision in refused} == {"organization"}
+    # one line across tenants, no further ahead than the default spread of 60 s
+    assert [decision.wait for decision in refused] == pytest.approx([30, 60, 60], abs=0.5)
+    # globex's own bucket spent nothing and queued nobody: it is as good as new
+    globex = refused[0].tenant_view
+    assert globex is not None
+    assert (globex.remaining, globex.reset) == (50, 0.0)
+
+
+async def test_shadow_mode_queues_nobody(buckets: Buckets) -> None:
+    quota = Quota(
+        buckets,
+        policy(tenants={"initech": {"limits": {"RUN_CREATE": SLOW}, "shadow_mode": True}}),
+    )
+    outcomes = await burst(quota, "initech", 6)
+    assert outcomes == ["forwarded"] * 2 + ["shadow_throttled"] * 4
+    decision = await quota.admit("initech", RUN)
+    assert decision.tenant_view is not None
+    assert decision.tenant_view.reset == pytest.approx(60, abs=0.5)  # nobody queued ahead
+
+
+def go_seconds(text: str) -> float:
+    """Read back a ``go_duration``: ``1m30.5s``, ``250ms``."""
+    if text.endswith("ms"):
+        return float(text[:-2]) / 1000
+    seconds = 0.0
+    for value, unit in re.findall(r"([\d.]+)([hms])", text):
+        seconds += float(value) * {"h": 3600, "m": 60, "s": 1}[unit]
+    return seconds
+
+
+async def test_the_queue_drains_as_its_retry_times_pass() -> None:
+    clock = Clock(1000.0)
+    quota = Quota(MemoryBuckets(clock), slow_policy())
+    refused = await refusals(quota, "acme", 7)  # none of them ever comes back
+    assert max(decision.wait for decision in refused) == pytest.approx(120)
+    clock.advance(45)  # one token earned; the times handed out run to 120 s
+    assert (await quota.admit("acme", RUN)).allowed  # not held back for anyone
+    late = await quota.admit("acme", RUN)
+    assert late.wait == pytest.approx(120 - 45 + 30)  # behind those still due
+    clock.advance(200)  # every time handed out has passed
+    await burst(quota, "acme", 2)
+    drained = await quota.admit("acme", RUN)
+    assert drained.wait == pytest.approx(30)  # the next token, as if nobody had queued

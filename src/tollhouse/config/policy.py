@@ -130,6 +130,26 @@ class Shaping(_Frozen):
     max_queue: Annotated[int, Field(gt=0)] = 1000
 
 
+class Retries(_Frozen):
+    """What a refused client is told about when to retry.
+
+    With ``spread`` (the default), clients refused in the same moment are each
+    given a retry time of their own, one refill apart, so that clients which wait
+    exactly the time they are told (the official ones do, without jitter) do not
+    all come back at once; no time handed out is more than ``max_retry_after``
+    seconds ahead (the official clients honour up to 120). With ``spread: false``
+    every refused client is told the time until the next token.
+    """
+
+    spread: bool = True
+    max_retry_after: Annotated[float, Field(gt=0, le=120)] = 60.0
+
+    @property
+    def spread_seconds(self) -> float:
+        """How far ahead retry times are spread; 0: not at all."""
+        return self.max_retry_after if self.spread else 0.0
+
+
 class Identify(_Frozen):
     """How a request's tenant is found."""
 
@@ -253,6 +273,7 @@ class Policy(_Frozen):
     default_limits: Limits = {}
     organization: Limits = Field(default_factory=_published)
     shaping: dict[RequestClass, Shaping] = {}
+    retries: Retries = Retries()
     shadow_mode: bool = False
     cleanup: Cleanup = Cleanup()
     isolation: Isolation = Isolation()

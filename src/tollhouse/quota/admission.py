@@ -16,7 +16,7 @@ from tollhouse.api.classify import RequestClass
 from tollhouse.api.errors import ErrorResponse
 from tollhouse.config.policy import Policy, RateLimit
 from tollhouse.quota.backends import Buckets
-from tollhouse.quota.bucket import Level, Limit, PairTake
+from tollhouse.quota.bucket import Level, Limit, PairTake, remaining, reset_seconds
 
 ORG = "_org"
 Headers = list[tuple[bytes, bytes]]
@@ -39,6 +39,17 @@ def go_duration(seconds: float) -> str:
     return text
 
 
+def token_headers(
+    per_minute: int, limit: Limit, level: Level, prefix: bytes = b"x-ratelimit-"
+) -> Headers:
+    """OpenAI's ``…-tokens`` headers for a token-per-minute bucket (one in debt shows 0)."""
+    return [
+        (prefix + b"limit-tokens", str(per_minute).encode()),
+        (prefix + b"remaining-tokens", str(remaining(level)).encode()),
+        (prefix + b"reset-tokens", go_duration(reset_seconds(level, limit)).encode()),
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What one (tenant, class) admission needs, worked out once per policy."""
@@ -51,6 +62,7 @@ class _Plan:
     max_queue: int
     enforce_tenant: bool
     enforce_org: bool
+    spread: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +75,12 @@ class BucketView:
 
     @property
     def remaining(self) -> int:
-        return max(0, math.floor(self.level.tokens))
+        return remaining(self.level)
 
     @property
     def reset(self) -> float:
-        return max(0.0, (self.limit.capacity - self.level.tokens) / self.limit.rate)
+        """Seconds until the bucket is full, after the clients told to retry have been served."""
+        return reset_seconds(self.level, self.limit)
 
     def headers(self, prefix: bytes) -> Headers:
         return [
@@ -83,7 +96,7 @@ class Decision:
     request_class: RequestClass
     allowed: bool
     shadow: bool  # a bucket refused, but in shadow mode: let through and counted
-    wait: float  # allowed: seconds spent shaped; refused: seconds until a retry can pass
+    wait: float  # allowed: seconds spent shaped; refused: when this client should retry
     refused_by: str | None  # "tenant" or "organization"
     tenant_view: BucketView | None
     org_view: BucketView | None
@@ -176,6 +189,7 @@ class Quota:
                 max_queue=shaping.max_queue if shaping else 0,
                 enforce_tenant=not policy.in_shadow_mode(tenant),
                 enforce_org=not policy.shadow_mode,
+                spread=policy.retries.spread_seconds,
             )
             if limit is not None:  # an internal tenant's own limit: enforced, never shaped
                 plan = replace(
@@ -202,6 +216,7 @@ class Quota:
             0.0 if queue_full else plan.max_wait,
             plan.enforce_tenant,
             plan.enforce_org,
+            plan.spread,
         )
         if taken.allowed and taken.wait > 0:
             self._waiting[request_class] += 1

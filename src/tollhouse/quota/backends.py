@@ -7,6 +7,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from tollhouse.quota.bucket import Limit, PairTake
+from tollhouse.quota.reserve import Reservation, Reserved, Settled
 
 
 class Buckets(Protocol):
@@ -21,7 +22,27 @@ class Buckets(Protocol):
         max_wait: float = 0.0,
         enforce_tenant: bool = True,
         enforce_org: bool = True,
-    ) -> PairTake: ...
+        spread: float = 0.0,
+    ) -> PairTake:
+        """One admission against both buckets; see ``bucket.take_pair``."""
+        ...
+
+    async def reserve(
+        self,
+        tenant_key: str,
+        tenant_limit: Limit | None,
+        org_key: str,
+        org_limit: Limit | None,
+        tokens: int,
+        enforce_tenant: bool = True,
+        enforce_org: bool = True,
+    ) -> Reserved:
+        """Draw an estimate of tokens from both buckets or neither; see ``reserve``."""
+        ...
+
+    async def settle(self, reservation: Reservation, actual: int) -> Settled:
+        """Refund or charge the difference between ``actual`` and the reservation, once."""
+        ...
 
     async def close(self) -> None: ...
 
