@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import httpx2 as httpx
 import openai
 import pytest
+from sqlmodel import Session
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -22,6 +23,7 @@ from starlette.routing import Route
 
 from tests.conftest import ProxyFactory
 from tests.servers import serve
+from tollhouse.ledger.models import ResponseToolCall
 
 
 def echo_app() -> Starlette:
@@ -278,6 +280,56 @@ def test_upstream_breaking_mid_stream_drops_the_client_connection(
                     received += chunk
         assert received == b"event: thread.run.created\ndata: {}\n\n"
         assert proxy.sample("tollhouse_stream_aborts_total", reason="upstream_error") == 1
+
+
+def test_what_a_stream_showed_before_the_upstream_broke_is_metered(
+    make_proxy: ProxyFactory,
+) -> None:
+    """A response stream that dies after a web search still counts that search."""
+    created = {
+        "type": "response.created",
+        "sequence_number": 0,
+        "response": {
+            "id": "resp_broken",
+            "object": "response",
+            "created_at": 1_764_000_000,
+            "status": "in_progress",
+            "model": "gpt-4o",
+            "output": [],
+            "tools": [{"type": "web_search"}],
+        },
+    }
+    searched = {
+        "type": "response.output_item.done",
+        "sequence_number": 1,
+        "output_index": 0,
+        "item": {
+            "type": "web_search_call",
+            "id": "ws_broken",
+            "status": "completed",
+            "action": {"type": "search", "query": "gpu prices"},
+        },
+    }
+
+    async def broken(request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            for event in (created, searched):
+                yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+            raise RuntimeError("upstream died")
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    app = Starlette(routes=[Route("/v1/responses", broken, methods=["POST"])])
+    with serve(app) as upstream, make_proxy(upstream.url) as proxy:
+        with pytest.raises(httpx.RemoteProtocolError):  # noqa: PT012
+            with httpx.stream("POST", proxy.url + "/v1/responses", json={}) as response:
+                for _ in response.iter_raw():
+                    pass
+        proxy.flush()
+        with Session(proxy.tollhouse.engine) as session:
+            call = session.get(ResponseToolCall, "ws_broken")
+    assert call is not None
+    assert (call.response_id, call.type) == ("resp_broken", "web_search_call")
 
 
 def test_admin_endpoints(make_proxy: ProxyFactory) -> None:

@@ -228,7 +228,8 @@ class Proxy:
         finally:
             self._metrics.in_flight.dec()
             exchange.finish("forwarded")  # no-op unless a path below left it unrecorded
-        observer.hand_over()
+            # what was seen goes to the ledger even when the stream broke or the client left
+            observer.hand_over()
 
     async def _refuse(
         self,
