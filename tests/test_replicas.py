@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import col
 
 from tests.servers import ServerThread, TollhouseProcess, tollhouse_process
-from tollhouse.ledger.engine import engine_from_url, migrate
+from tollhouse.ledger.engine import SCHEMA_REVISION, current_revision, engine_from_url, migrate
 from tollhouse.ledger.models import CodeInterpreterSession, OwnedObject, Run, ToolCall
 from tollhouse_simulator.state import Simulator
 
@@ -321,6 +321,34 @@ def ledger_url(postgres_url: str) -> Iterator[str]:
         with server.connect() as connection:
             connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         server.dispose()
+
+
+def test_replicas_migrating_a_new_ledger_together_each_succeed(postgres_url: str) -> None:
+    """Four replicas starting at once on an empty PostgreSQL database: one migrates, the
+    others wait for it and find the schema done."""
+    name = f"together_{uuid.uuid4().hex[:12]}"
+    server = engine_from_url(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    engines = [engine_from_url(url) for _ in range(4)]
+    start = threading.Barrier(len(engines))
+
+    def replica(engine: Engine) -> str | None:
+        start.wait()
+        migrate(engine)
+        return current_revision(engine)
+
+    try:
+        with ThreadPoolExecutor(len(engines)) as pool:
+            revisions = list(pool.map(replica, engines))
+    finally:
+        for engine in engines:
+            engine.dispose()
+        with server.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        server.dispose()
+    assert revisions == [SCHEMA_REVISION] * 4
 
 
 def lease_held(process: TollhouseProcess, job: str) -> float | None:

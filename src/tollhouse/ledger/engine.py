@@ -257,6 +257,9 @@ def current_revision(engine: Engine) -> str | None:
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+MIGRATION_LOCK = 0x7011_4005E  # the advisory lock key migrations hold on PostgreSQL
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (idempotent; safe on every start).
 
@@ -270,6 +273,10 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     config = alembic_config()
     with engine.begin() as connection:
         _unbounded(connection)
+        if connection.dialect.name == "postgresql":
+            # Replicas starting together migrate one at a time: the others wait here, then
+            # find the schema already at the revision (SQLite's write lock does the same).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
