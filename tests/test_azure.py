@@ -32,7 +32,7 @@ from tollhouse.api.paths import path_problem
 from tollhouse.api.references import ID_SHAPE
 from tollhouse.config.policy import parse_policy
 from tollhouse.ledger.engine import engine_from_url
-from tollhouse.ledger.models import RequestCount, Run
+from tollhouse.ledger.models import RequestCount, Response, Run
 from tollhouse.ledger.store import owners
 from tollhouse.proxy.isolate import named_ids
 from tollhouse.proxy.tenants import (
@@ -368,10 +368,16 @@ def test_assistants_runs_and_responses_through_azure_are_the_callers(
         run.usage.prompt_tokens,
         run.usage.completion_tokens,
     )
+    # the run, the response and the chat completion, each metered once, all on gpt-4o
+    metered = run.usage.prompt_tokens + response.usage.input_tokens + chat.usage.prompt_tokens
     assert (
         keyed.sample("tollhouse_tokens_total", tenant="acme", model="gpt-4o", direction="input")
-        == run.usage.prompt_tokens
+        == metered
     )
+    with Session(engine) as session:
+        answered = session.get(Response, response.id)
+    assert answered is not None
+    assert (answered.tenant, answered.input_tokens) == ("acme", response.usage.input_tokens)
     for operation, request_class in [
         ("threads.runs.create", "RUN_CREATE"),
         ("responses.create", "RESPONSE_CREATE"),
