@@ -280,7 +280,7 @@ def test_the_default_cap_leaves_room_for_an_upstream_connection_each() -> None:
         cap = default_max_connections(open_files)
         assert files_needed(cap) <= open_files
         assert cap <= 10_000
-    assert default_max_connections(1024) == 384
+    assert default_max_connections(1024) == 341
 
 
 def test_serving_raises_the_open_files_limit_to_the_hard_one() -> None:

@@ -5,7 +5,8 @@ size and header count (431), a deadline for the head to arrive (408), a cap on o
 connections (503), and OpenAI-shaped answers in place of its plain-text 400. Every
 refusal is answered, then the connection is half-closed and what the client still
 sends is read and dropped for a moment ("lingering close"), so that the answer is
-not lost to a TCP reset; under a flood of refusals connections are closed at once.
+not lost to a TCP reset. Connections refused for the cap linger on descriptors of their
+own, a quarter of the cap at most; past that they are closed at once.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ RESERVED_FILES = 256
 # descriptors is what runs out first.
 MAX_DEFAULT_CONNECTIONS = 10_000
 LINGER_SECONDS = 2.0  # how long a refused client may go on sending before it is cut off
-MAX_LINGERING = 256  # refused connections lingering at once; past it they close at once
+# ... and one refused for the cap: enough to read a small answer, short under a flood
+CAP_LINGER_SECONDS = 0.5
+LINGERING_SHARE = 4  # connections refused for the cap may linger, 1/4 of the cap at once
 LOG_EVERY_SECONDS = 10.0  # one log line per kind of refusal and period, with a count
 
 
@@ -62,17 +65,23 @@ def raise_open_files_limit() -> int:
 
 
 def default_max_connections(open_files: int) -> int:
-    """Client connections accepted when not configured: half the descriptors left.
+    """Client connections accepted when not configured: what the descriptors allow.
 
-    Each client request holds at most one upstream connection, so the other half
-    covers the upstream pool however busy the clients are.
+    Each client request holds at most one upstream connection, and a quarter of the
+    cap more may be lingering refusals (``files_needed``).
     """
-    return max(16, min(MAX_DEFAULT_CONNECTIONS, (open_files - RESERVED_FILES) // 2))
+    fitting = (open_files - RESERVED_FILES) * LINGERING_SHARE // (2 * LINGERING_SHARE + 1)
+    return max(16, min(MAX_DEFAULT_CONNECTIONS, fitting))
 
 
 def files_needed(max_connections: int) -> int:
-    """Descriptors that ``max_connections`` busy clients may need, upstream included."""
-    return 2 * max_connections + RESERVED_FILES
+    """Descriptors ``max_connections`` busy clients may need, upstream and refusals included."""
+    return 2 * max_connections + lingering_cap(max_connections) + RESERVED_FILES
+
+
+def lingering_cap(max_connections: int) -> int:
+    """Connections refused for the cap that may linger at once."""
+    return max_connections // LINGERING_SHARE
 
 
 def raw_answer(error: ErrorResponse) -> bytes:
@@ -165,7 +174,8 @@ class Edge:
         self.too_many_headers = raw_answer(too_many_headers(limits.max_headers))
         self.head_timed_out = raw_answer(head_timed_out(limits.header_timeout))
         self.too_many_connections = raw_answer(too_many_connections())
-        self.lingering = 0
+        self.lingering = 0  # connections refused for the cap, lingering now
+        self.max_lingering = lingering_cap(limits.max_connections)
         self._counts: dict[str, int] = {}
         self._logged_at: dict[str, float] = {}
 
@@ -207,6 +217,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._head_read = 0  # bytes of the reads after that one, but for the current one
         self._read_size = 0  # bytes of the current read
         self._refused = False  # answered and closing: what still arrives is dropped
+        self._lingers_for_cap = False  # one of the edge's lingering refusals for the cap
 
     # Connections
 
@@ -220,7 +231,7 @@ class EdgeProtocol(HttpToolsProtocol):
                 f"{edge.limits.max_connections} connections are open, the most accepted "
                 "(TOLLHOUSE_MAX_CLIENT_CONNECTIONS)",
             )
-            self._refuse(edge.too_many_connections)
+            self._refuse(edge.too_many_connections, counted=False)
             return
         super().connection_made(transport)
         self._head_timer = self.loop.call_later(edge.limits.header_timeout, self._head_late)
@@ -230,6 +241,8 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
+        if self._lingers_for_cap:
+            self._lingers_for_cap = False
             self.edge.lingering -= 1
         super().connection_lost(exc)
 
@@ -301,8 +314,12 @@ class EdgeProtocol(HttpToolsProtocol):
                 return
         self._refuse(raw_answer(malformed_request(reason)))
 
-    def _refuse(self, answer: bytes) -> None:
-        """Answer, then stop reading requests; linger so the client gets to read it."""
+    def _refuse(self, answer: bytes, counted: bool = True) -> None:
+        """Answer, then stop reading requests; linger so the client gets to read it.
+
+        A connection ``counted`` among the open ones lingers on its own descriptor; one
+        refused for the cap does so only while few others do.
+        """
         self._refused = True
         self._in_head = False
         self._cancel_head_timer()
@@ -311,12 +328,16 @@ class EdgeProtocol(HttpToolsProtocol):
         transport = self.transport
         transport.write(answer)
         edge = self.edge
-        if edge.lingering < MAX_LINGERING and transport.can_write_eof():
-            transport.write_eof()
-            edge.lingering += 1
-            self._linger_timer = self.loop.call_later(LINGER_SECONDS, transport.close)
-        else:
+        if not transport.can_write_eof() or (not counted and edge.lingering >= edge.max_lingering):
             transport.close()
+            return
+        transport.write_eof()
+        linger = LINGER_SECONDS
+        if not counted:
+            edge.lingering += 1
+            self._lingers_for_cap = True
+            linger = CAP_LINGER_SECONDS
+        self._linger_timer = self.loop.call_later(linger, transport.close)
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:

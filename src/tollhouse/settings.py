@@ -24,8 +24,8 @@ class Settings(BaseSettings):
     max_client_connections: int | None = Field(
         None,
         ge=1,
-        description="Client connections open at once; past it new ones get 503. Unset: half "
-        "the open files limit (raised to its hard limit at start) less a reserve, at most 10000.",
+        description="Client connections open at once; past it new ones get 503. Unset: what "
+        "the open files limit (raised to its hard limit at start) allows, at most 10000.",
     )
     max_header_bytes: int = Field(
         65536,
