@@ -32,7 +32,13 @@ from starlette.routing import Route
 from tests.conftest import ProxyFactory
 from tests.servers import bound_socket, serve
 from tollhouse.app import Tollhouse, edge_limits, server_config
-from tollhouse.edge import default_max_connections, files_needed, raise_open_files_limit
+from tollhouse.edge import (
+    Edge,
+    EdgeLimits,
+    default_max_connections,
+    files_needed,
+    raise_open_files_limit,
+)
 from tollhouse.settings import Settings
 
 GET = b"GET /v1/assistants HTTP/1.1\r\nHost: tollhouse\r\n\r\n"
@@ -283,11 +289,40 @@ def test_the_default_cap_leaves_room_for_an_upstream_connection_each() -> None:
     assert default_max_connections(1024) == 341
 
 
+def test_limits_come_from_settings_and_a_cap_past_the_open_files_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tollhouse.app")
+    derived = edge_limits(Settings(max_headers=50, header_timeout=3), open_files=1024)
+    assert (derived.max_connections, derived.max_headers, derived.header_timeout) == (341, 50, 3)
+    assert derived.max_header_bytes == 65536
+    assert caplog.records == []
+    assert edge_limits(Settings(max_client_connections=5000), 1024).max_connections == 5000
+    (warning,) = caplog.records
+    assert "TOLLHOUSE_MAX_CLIENT_CONNECTIONS" in warning.getMessage()
+    assert "limit of 1024" in warning.getMessage()
+
+
 def test_serving_raises_the_open_files_limit_to_the_hard_one() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard // 2), hard))
     assert raise_open_files_limit() == hard
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+
+
+def test_a_flood_of_refusals_makes_one_log_line_per_period(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    edge = Edge(EdgeLimits(max_connections=8))
+    caplog.set_level(logging.WARNING, logger="tollhouse.edge")
+    for now in (0.0, 1.0, 2.0, 9.9, 10.0, 10.5):
+        edge.note("connections", now, "cap reached")
+    edge.note("timeout", 10.6, "slow head")
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused a client connection: cap reached (1 of these since the last such line)",
+        "refused a client connection: cap reached (4 of these since the last such line)",
+        "refused a client connection: slow head (1 of these since the last such line)",
+    ]
 
 
 # Malformed HTTP

@@ -394,9 +394,10 @@ def edge_limits(settings: Settings, open_files: int) -> EdgeLimits:
     cap = settings.max_client_connections or default_max_connections(open_files)
     if files_needed(cap) > open_files:
         log.warning(
-            "TOLLHOUSE_MAX_CLIENT_CONNECTIONS=%d, with an upstream connection each, may need "
-            "%d open files, more than the limit of %d: past it, clients get errors instead "
-            "of a 503 they can retry. Lower the setting or raise the limit (ulimit -n).",
+            "%d client connections (TOLLHOUSE_MAX_CLIENT_CONNECTIONS), with an upstream "
+            "connection each, may need %d open files, more than the limit of %d: past it, "
+            "clients get errors instead of a 503 they can retry. Lower the setting or raise "
+            "the limit (ulimit -n).",
             cap,
             files_needed(cap),
             open_files,
@@ -443,9 +444,9 @@ async def serve(
     settings = tollhouse.settings
     proxy_socket = proxy_socket or listen(settings.host, settings.port)
     admin_socket = admin_socket or listen(settings.admin_host, settings.admin_port)
+    edge = edge_limits(settings, raise_open_files_limit())
     # The proxy server owns no signals either: uvicorn's own handling re-raises SIGTERM
     # after its shutdown, which would end the process with a signal instead of status 0.
-    edge = edge_limits(settings, raise_open_files_limit())
     main = QuietServer(
         server_config(
             tollhouse, edge, lifespan="on", timeout_graceful_shutdown=settings.drain_seconds

@@ -1,13 +1,4 @@
-"""The edge: client connections held to limits before a request reaches the proxy.
-
-uvicorn's httptools protocol, with what it leaves out: a cap on the request head's
-size and header count (431), a deadline for the head to arrive (408), a cap on open
-connections (503), and OpenAI-shaped answers in place of its plain-text 400. Every
-refusal is answered, then the connection is half-closed and what the client still
-sends is read and dropped for a moment ("lingering close"), so that the answer is
-not lost to a TCP reset. Connections refused for the cap linger on descriptors of their
-own, a quarter of the cap at most; past that they are closed at once.
-"""
+"""The edge: client connections held to limits before a request reaches the proxy."""
 
 from __future__ import annotations
 
@@ -81,7 +72,7 @@ def files_needed(max_connections: int) -> int:
 
 def lingering_cap(max_connections: int) -> int:
     """Connections refused for the cap that may linger at once."""
-    return max_connections // LINGERING_SHARE
+    return max(16, max_connections // LINGERING_SHARE)
 
 
 def raw_answer(error: ErrorResponse) -> bytes:
@@ -201,6 +192,14 @@ def edge_protocol(limits: EdgeLimits) -> type[EdgeProtocol]:
 class EdgeProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, holding every connection to its server's ``edge``.
 
+    It adds what uvicorn leaves out: a cap on the request head's size and header count
+    (431), a deadline for the head to arrive (408), a cap on open connections (503),
+    and OpenAI-shaped answers in place of its plain-text 400. Every refusal is
+    answered, then the connection is half-closed and what the client still sends is
+    read and dropped for a moment ("lingering close"), so that the answer is not lost
+    to a TCP reset. Connections refused for the cap linger on descriptors of their own,
+    a quarter of the cap at most; past that they are closed at once.
+
     A request whose head arrives in one read costs two attribute updates and two
     comparisons more; timers are armed only for a connection's first request and for
     heads that do not arrive in one read.
@@ -228,8 +227,7 @@ class EdgeProtocol(HttpToolsProtocol):
             edge.note(
                 "connections",
                 self.loop.time(),
-                f"{edge.limits.max_connections} connections are open, the most accepted "
-                "(TOLLHOUSE_MAX_CLIENT_CONNECTIONS)",
+                f"{edge.limits.max_connections} connections are open, the most this port accepts",
             )
             self._refuse(edge.too_many_connections, counted=False)
             return
