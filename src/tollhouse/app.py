@@ -11,6 +11,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
@@ -30,11 +31,19 @@ from tollhouse.jobs.collector import Collector, recovery_since
 from tollhouse.jobs.schedule import collector_scheduler, schedule_cleanup
 from tollhouse.ledger.engine import migrate
 from tollhouse.proxy.asgi import Message, Receive, Scope, Send
+from tollhouse.proxy.edge import (
+    EdgeLimits,
+    default_max_connections,
+    edge_protocol,
+    files_needed,
+    raise_open_files_limit,
+)
 from tollhouse.upstream.forward import UpstreamError
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 60.0  # how often the running marker's time is moved to now
+ADMIN_MAX_CONNECTIONS = 64  # scrapers, probes and a person or two
 
 
 class Tollhouse:
@@ -271,17 +280,39 @@ class QuietServer(uvicorn.Server):
         yield
 
 
-def server_config(app: object, **options: object) -> uvicorn.Config:
+def server_config(app: object, edge: EdgeLimits | None = None, **options: object) -> uvicorn.Config:
+    """uvicorn's configuration; with ``edge``, client connections are held to its limits."""
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         loop="uvloop",
-        http="httptools",
+        http=edge_protocol(edge) if edge is not None else "httptools",
         access_log=False,
         log_config=None,
         server_header=False,
         proxy_headers=False,  # X-Forwarded-* from clients are not trusted here
         date_header=False,
         **options,  # type: ignore[arg-type]
+    )
+
+
+def edge_limits(settings: Settings, open_files: int) -> EdgeLimits:
+    """The limits of client connections; the connection cap follows the open files limit."""
+    cap = settings.max_client_connections or default_max_connections(open_files)
+    if files_needed(cap) > open_files:
+        log.warning(
+            "%d client connections (TOLLHOUSE_MAX_CLIENT_CONNECTIONS), with an upstream "
+            "connection each, may need %d open files, more than the limit of %d: past it, "
+            "clients get errors instead of a 503 they can retry. Lower the setting or raise "
+            "the limit (ulimit -n).",
+            cap,
+            files_needed(cap),
+            open_files,
+        )
+    return EdgeLimits(
+        max_connections=cap,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout=settings.header_timeout,
     )
 
 
@@ -319,17 +350,26 @@ async def serve(
     settings = tollhouse.settings
     proxy_socket = proxy_socket or listen(settings.host, settings.port)
     admin_socket = admin_socket or listen(settings.admin_host, settings.admin_port)
+    edge = edge_limits(settings, raise_open_files_limit())
     # The proxy server owns no signals either: uvicorn's own handling re-raises SIGTERM
     # after its shutdown, which would end the process with a signal instead of status 0.
     main = QuietServer(
-        server_config(tollhouse, lifespan="on", timeout_graceful_shutdown=settings.drain_seconds)
+        server_config(
+            tollhouse, edge, lifespan="on", timeout_graceful_shutdown=settings.drain_seconds
+        )
     )
-    admin = QuietServer(server_config(tollhouse.admin, lifespan="off"))
+    admin_edge = replace(edge, max_connections=ADMIN_MAX_CONNECTIONS)
+    admin = QuietServer(server_config(tollhouse.admin, admin_edge, lifespan="off"))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, tollhouse.reload_policy)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _drain, tollhouse, main, signum)
-    log.info("tollhouse listening: proxy %s admin %s", _url(proxy_socket), _url(admin_socket))
+    log.info(
+        "tollhouse listening: proxy %s admin %s (at most %d client connections)",
+        _url(proxy_socket),
+        _url(admin_socket),
+        edge.max_connections,
+    )
     admin_task = asyncio.create_task(admin.serve([admin_socket]))
     stopper = asyncio.create_task(_stop_on(stop, main)) if stop is not None else None
     try:

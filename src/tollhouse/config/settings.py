@@ -21,6 +21,23 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535, description="Port of the proxy.")
     admin_host: str = Field("127.0.0.1", description="Address of /metrics, /healthz, /readyz.")
     admin_port: int = Field(9464, ge=0, le=65535, description="Port of the admin endpoints.")
+    max_client_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Client connections open at once; past it new ones get 503. Unset: what "
+        "the open files limit (raised to its hard limit at start) allows, at most 10000.",
+    )
+    max_header_bytes: int = Field(
+        65536,
+        ge=1024,
+        description="Largest request line and headers of a client request, together (else 431).",
+    )
+    max_headers: int = Field(100, ge=1, description="Most headers in a client request (else 431).")
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a request's line and headers (else 408).",
+    )
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to the upstream.")
     read_timeout: float = Field(
         600.0, gt=0, description="Seconds to wait for the upstream's next bytes."

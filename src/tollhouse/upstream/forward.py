@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import secrets
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterable
@@ -26,6 +28,8 @@ import aiohttp
 from yarl import URL
 
 from tollhouse.api.errors import ErrorResponse, TollhouseError
+
+log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -61,14 +65,20 @@ class UpstreamError(TollhouseError):
         self.detail = detail
 
     def response(self) -> ErrorResponse:
-        # The upstream's address, the proxy's and TLS details are the operator's, not the
-        # tenant's: they go to the log (str(self)), the tenant gets what happened.
+        """The answer to the client, and a log line with the details under its request id."""
+        # The upstream's address, the egress proxy's and TLS details are the operator's,
+        # not the tenant's: they go to the log, the tenant gets what happened and an id
+        # to find them by (the openai client shows it as the error's request_id).
+        request_id = f"req_{secrets.token_hex(16)}"
+        log.warning("answered %d to request %s: %s", self.status, request_id, self)
         return ErrorResponse(
             status=self.status,
             message=f"tollhouse could not get an answer from the upstream API: {self.what}. "
-            "Retry later; if it persists, tollhouse's operator will find the cause in its log.",
+            "Try again in a moment; if it keeps failing, give tollhouse's operator the "
+            f"request id {request_id}, under which its log has the cause.",
             type="server_error",
             code=self.code,
+            headers=[(b"x-request-id", request_id.encode())],
         )
 
 
