@@ -10,7 +10,10 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
-from websockets.exceptions import InvalidStatus
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread, serve, tollhouse_process
@@ -145,11 +148,15 @@ def test_two_creates_on_one_socket_are_answered_in_turn_and_counted(
         second = answer(connection)
         connection.send({**ASK, "background": True})  # refused upstream; the socket stays
         refused = error_of(answer(connection))
+        connection.send_raw("{not json")  # answered by tollhouse; the socket stays
+        unreadable = error_of(answer(connection))
     assert second[-1]["type"] == "response.completed"
     assert second[-1]["response"]["previous_response_id"] == first_id
     assert {e["stream_id"] for e in second} == {"b"}
     assert refused["status"] == 400
     assert refused["error"]["param"] == "background"
+    assert unreadable["status"] == 400
+    assert unreadable["error"]["message"].startswith("We could not parse the JSON body")
     requests = "tollhouse_requests_total"
     labels = {"tenant": "acme", "class": "RESPONSE_CREATE", "operation": "responses.create"}
     assert proxy.sample(requests, **labels, outcome="forwarded") == 3
@@ -291,3 +298,24 @@ def test_tollhouse_serve_speaks_websockets(upstream: tuple[Watched, ServerThread
         finally:
             client.close()
     assert response_id.startswith("resp_")
+
+
+async def hang_up(websocket: WebSocket) -> None:
+    """An upstream that reads one event and closes the socket with a code of its own."""
+    await websocket.accept()
+    await websocket.receive_text()
+    await websocket.close(4001, "going away now")
+
+
+def test_the_upstream_closing_closes_the_clients_socket_with_its_code() -> None:
+    app = Starlette(routes=[WebSocketRoute("/v1/responses", hang_up)])
+    with serve(app) as server, running_proxy(server.url + "/v1", policy=policy()) as proxy:
+        with tenant(proxy, "acme").responses.connect() as connection:
+            connection.send(ASK)
+            with pytest.raises(ConnectionClosed) as closed:
+                connection.recv()
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4001, "going away now")
+        labels = {"tenant": "acme", "class": "RESPONSE_CREATE", "operation": "responses.create"}
+        assert proxy.sample("tollhouse_requests_total", **labels, outcome="upstream_error") == 1
+        assert proxy.sample("tollhouse_stream_aborts_total", reason="upstream_error") == 1

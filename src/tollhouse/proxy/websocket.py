@@ -18,6 +18,7 @@ until a terminal event (``response.completed``, ``.failed``, ``.incomplete``, ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -211,26 +212,26 @@ class _Connection:
             for task in (from_client, from_upstream):
                 task.cancel()
             await asyncio.gather(from_client, from_upstream, return_exceptions=True)
-        if from_client.done() and not from_client.cancelled():
+        left = _outcome(from_client, "relaying the client's frames")
+        if left is not None:  # the client disconnected, with this code
             self.client_gone = True
-            code = _outcome(from_client, "the client socket")
-            await self.upstream.close(code=sendable(code, GOING_AWAY))
+            await self.upstream.close(code=sendable(left[0], GOING_AWAY))
             await self.end_all("client_disconnect", "forwarded")
             return
-        ended = _outcome(from_upstream, "the upstream socket")
+        ended = _outcome(from_upstream, "relaying the upstream's frames")
         code, reason = ended if ended is not None else (INTERNAL_ERROR, "")
         await self.end_all("upstream_error", "upstream_error")
         if not self.client_gone:
             close = {"type": "websocket.close", "code": sendable(code, INTERNAL_ERROR)}
-            await self.send({**close, "reason": reason})
+            with contextlib.suppress(OSError):  # the client left meanwhile: nothing to close
+                await self.send({**close, "reason": reason})
 
-    async def from_client(self) -> int | None:
+    async def from_client(self) -> tuple[int | None]:
         """The client's frames, each checked, until it disconnects; its close code."""
         while True:
             message = await self.receive()
             if message["type"] == "websocket.disconnect":
-                code: int | None = message.get("code")
-                return code
+                return (message.get("code"),)
             text = message.get("text")
             if text is None:  # a binary frame is read as the text it must be
                 text = (message.get("bytes") or b"").decode("utf-8", "replace")
@@ -357,6 +358,8 @@ class _Connection:
             status = event.get("status") if kind == "error" else 200
             await self.finish(create, status if isinstance(status, int) else 200, "forwarded")
             lane.popleft()
+            if not lane:
+                del self.lanes[stream_id if isinstance(stream_id, str) else None]
 
     async def end_all(self, abort: str, outcome: str) -> None:
         """The socket closed: every create still answering ends, cut short."""
