@@ -160,6 +160,8 @@ class SocketRelay:
         try:
             await send({"type": "websocket.accept", "subprotocol": upstream.protocol})
             await _Connection(self, identity, upstream, receive, send).run()
+        except OSError:  # the client left before its socket was accepted
+            log.info("a %s socket closed during its handshake", self.operation.name)
         finally:
             await upstream.close()
 
@@ -275,41 +277,49 @@ class _Connection:
         """Send a client event upstream, its foreign ids twinned; a create gets its lane."""
         relay, tenant = self.relay, self.identity.tenant
         operation = relay.operation
+        stream_id = create[1] if create is not None else None
         named: list[str] = []
+        twinned = False
         if self.isolated:
-            if create is not None:
-                ids = named_ids(operation, PATH, "", document)
-                strict, loose, named = ids.strict, ids.loose, ids.in_body
-            else:  # an event tollhouse does not know: no id in it may be another tenant's
-                strict, loose = [], references.id_strings(document)
             try:
-                foreign = await relay.ownership.foreign(tenant, strict, loose)
-            except LedgerUnavailable as exc:
-                stream_id = None
+                text, named, twinned = await self.isolated_event(text, document, create is not None)
+            except (LedgerUnavailable, references.UnreadableBody) as exc:
                 if create is not None:
                     relay.refused(tenant, self.identity.label, operation, "rejected")
-                    stream_id = create[1]
-                await self.to_client(error_event(exc.response(), stream_id))
+                refusal = exc.response() if isinstance(exc, LedgerUnavailable) else None
+                await self.to_client(error_event(refusal or unparseable_body(), stream_id))
                 return
-            if foreign:
-                for object_id in foreign:
-                    self.twins.add(object_id)
-                relay.metrics.isolation_denials.labels(self.identity.label, operation.name).inc()
-                log.info("%s named objects %s cannot reach", operation.name, tenant)
-                text = references.replaced(document, self.twins.of, create is None).decode()
         if create is not None:
-            decision, stream_id = create
             span = relay.tracing.start(operation, "POST", tenant, operation.request_class)
             observer = Observer(relay.ownership, relay.writer, tenant, operation, span)
             observer.form("text/event-stream", b"")
-            if self.isolated and not self.twins:
+            if self.isolated and not twinned:
                 observer.sighting = True  # a create of its own: what it holds is the tenant's
                 observer.named = frozenset(named)
             self.lanes.setdefault(stream_id, deque()).append(
-                _Create(observer, decision, span, relay.clock())
+                _Create(observer, create[0], span, relay.clock())
             )
             relay.metrics.in_flight.inc()
         await self.upstream.send_str(text)
+
+    async def isolated_event(
+        self, text: str, document: references.Pairs, creates: bool
+    ) -> tuple[str, list[str], bool]:
+        """The event as it goes upstream, the ids its body names, whether any was twinned."""
+        relay, operation = self.relay, self.relay.operation
+        if creates:  # checked like the body of POST /v1/responses
+            ids = named_ids(operation, PATH, "", document)
+            strict, loose, named = ids.strict, ids.loose, ids.in_body
+        else:  # an event tollhouse does not know: no id in it may be another tenant's
+            strict, loose, named = [], references.id_strings(document), []
+        foreign = await relay.ownership.foreign(self.identity.tenant, strict, loose)
+        if not foreign:
+            return text, named, False
+        for object_id in foreign:
+            self.twins.add(object_id)
+        relay.metrics.isolation_denials.labels(self.identity.label, operation.name).inc()
+        log.info("%s named objects %s cannot reach", operation.name, self.identity.tenant)
+        return references.replaced(document, self.twins.of, not creates).decode(), named, True
 
     async def from_upstream(self) -> tuple[int | None, str]:
         """The upstream's frames, observed and relayed, until it closes; its code and reason."""
