@@ -17,9 +17,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread, serve, tollhouse_process
+from tollhouse.api.errors import ErrorResponse
 from tollhouse.config.policy import Policy, parse_policy
 from tollhouse.ledger.store import owners
+from tollhouse.metering.sse import SSEParser
 from tollhouse.proxy.tenants import hash_key, new_key
+from tollhouse.proxy.websocket import as_sse, error_event, sendable
 from tollhouse_simulator import Simulator, SimulatorConfig, create_app
 
 HEADER = "X-Tollhouse-Tenant"
@@ -319,3 +322,71 @@ def test_the_upstream_closing_closes_the_clients_socket_with_its_code() -> None:
         labels = {"tenant": "acme", "class": "RESPONSE_CREATE", "operation": "responses.create"}
         assert proxy.sample("tollhouse_requests_total", **labels, outcome="upstream_error") == 1
         assert proxy.sample("tollhouse_stream_aborts_total", reason="upstream_error") == 1
+
+
+async def test_the_async_client_creates_over_the_socket_too(proxy: RunningProxy) -> None:
+    async with openai.AsyncOpenAI(
+        base_url=proxy.url + "/v1",
+        api_key="sk-test",
+        max_retries=0,
+        default_headers={HEADER: "acme"},
+    ) as client:
+        async with client.responses.connect() as connection:
+            await connection.send({**ASK, "stream_id": "async"})
+            kinds = []
+            async for event in connection:
+                kinds.append(event.type)
+                if event.type in TERMINAL:
+                    break
+    assert kinds[0] == "response.created"
+    assert kinds[-1] == "response.completed"
+
+
+@pytest.mark.parametrize(
+    ("received", "otherwise", "sent"),
+    [
+        (1000, 1011, 1000),
+        (4001, 1011, 4001),
+        (1012, 1001, 1012),
+        (None, 1001, 1001),
+        (1005, 1001, 1001),  # no status: may not be sent
+        (1006, 1011, 1011),  # abnormal closure: may not be sent
+        (1015, 1011, 1011),  # TLS failure: may not be sent
+        (999, 1011, 1011),
+        (5000, 1011, 1011),
+    ],
+)
+def test_only_close_codes_an_endpoint_may_send_are_passed_on(
+    received: int | None, otherwise: int, sent: int
+) -> None:
+    assert sendable(received, otherwise) == sent
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type":"response.created","sequence_number":0,"response":{"id":"resp_1"}}',
+        '{\n  "type": "response.created",\n  "sequence_number": 0\n}',  # pretty-printed
+    ],
+)
+def test_a_server_event_is_observed_as_the_sse_stream_carries_it(frame: str) -> None:
+    event = json.loads(frame)
+    [parsed] = SSEParser().feed(as_sse(event["type"], frame, event))
+    assert parsed.event == "response.created"
+    assert json.loads(parsed.data) == event
+
+
+def test_a_tollhouse_error_event_is_shaped_like_the_upstreams() -> None:
+    error = ErrorResponse(429, "Rate limit reached", "requests", "rate_limit_exceeded")
+    assert json.loads(error_event(error, "lane")) == {
+        "type": "error",
+        "status": 429,
+        "error": {
+            "message": "Rate limit reached",
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        },
+        "stream_id": "lane",
+    }
+    assert "stream_id" not in json.loads(error_event(error, None))
