@@ -151,6 +151,25 @@ async def _answer_all(lane: Lane, pending: asyncio.Queue[str]) -> None:
         await lane.answer(await pending.get())
 
 
+async def _read_all(websocket: WebSocket, pending: asyncio.Queue[str]) -> None:
+    """Queue the client's events until it disconnects."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is None:
+            text = (message.get("bytes") or b"").decode("utf-8", "replace")
+        await pending.put(text)
+
+
+async def _refuse(websocket: WebSocket, error: SimulatorError) -> None:
+    if DENIAL in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse(error.body(), status_code=error.status))
+    else:
+        await websocket.close(1008, error.message[:120])
+
+
 async def socket(websocket: WebSocket) -> None:
     sim = websocket.app.state.simulator
     assert isinstance(sim, Simulator)
@@ -162,31 +181,24 @@ async def socket(websocket: WebSocket) -> None:
     try:
         check_key(headers.get("authorization"), sim.config.api_keys)
     except SimulatorError as error:
-        if DENIAL in websocket.scope.get("extensions", {}):
-            response = JSONResponse(error.body(), status_code=error.status)
-            await websocket.send_denial_response(response)
-        else:
-            await websocket.close(1008, error.message[:120])
+        await _refuse(websocket, error)
         return
     await websocket.accept()
-    lane = Lane(sim, websocket, headers)
     pending: asyncio.Queue[str] = asyncio.Queue()
-    answering = asyncio.create_task(_answer_all(lane, pending))
+    reading = asyncio.create_task(_read_all(websocket, pending))
+    answering = asyncio.create_task(_answer_all(Lane(sim, websocket, headers), pending))
     try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            text = message.get("text")
-            if text is None:
-                text = (message.get("bytes") or b"").decode("utf-8", "replace")
-            await pending.put(text)
-    except WebSocketDisconnect:
-        pass
+        await asyncio.wait((reading, answering), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        answering.cancel()
-        await asyncio.gather(answering, return_exceptions=True)
+        for task in (reading, answering):
+            task.cancel()
+        await asyncio.gather(reading, answering, return_exceptions=True)
         sim.counters["websockets_closed"] += 1
+    for task in (reading, answering):
+        failed = None if task.cancelled() else task.exception()
+        # A client gone mid-answer ends the socket; anything else is the simulator's bug.
+        if failed is not None and not isinstance(failed, WebSocketDisconnect | OSError):
+            raise failed
 
 
 def routes() -> list[WebSocketRoute]:
