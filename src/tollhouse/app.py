@@ -84,6 +84,8 @@ class Tollhouse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self.proxy(scope, receive, send)
+        elif scope["type"] == "websocket":  # the Responses WebSocket mode
+            await self.proxy.websocket(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 

@@ -49,6 +49,7 @@ from tollhouse.proxy.ownership import LedgerUnavailable, Ownership
 from tollhouse.proxy.tarpit import Tarpit
 from tollhouse.proxy.tenants import OTHER, Identity, IdentityRefused, Tenants
 from tollhouse.proxy.twins import StreamRestorer, Twins
+from tollhouse.proxy.websocket import SocketRelay
 from tollhouse.quota.admission import Decision, Quota
 from tollhouse.telemetry.metrics import Metrics
 from tollhouse.telemetry.tracing import Tracing
@@ -167,6 +168,9 @@ class Proxy:
         self._writer = writer
         self._tracing = tracing
         self._clock = clock
+        self.websocket = SocketRelay(
+            forwarder, metrics, tenants, quota, ownership, writer, tracing, clock
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock()

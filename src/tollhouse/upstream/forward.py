@@ -98,6 +98,17 @@ class UpstreamProtocolError(UpstreamError):
     code = "upstream_protocol_error"
 
 
+class HandshakeRefused(UpstreamError):
+    """The upstream answered a WebSocket handshake with an HTTP error status."""
+
+    code = "upstream_refused_websocket"
+
+    def __init__(self, upstream: str, status: int) -> None:
+        super().__init__(upstream, f"WebSocket handshake answered with HTTP {status}")
+        self.status = status  # the client is answered with the upstream's own status
+        self.what = f"it refused the WebSocket handshake with HTTP {status}"
+
+
 # Every exception class aiohttp's client raises, each with its own row (a new class in a
 # new aiohttp fails the test until it gets one). The first matching row wins, so a class
 # comes before its bases.
@@ -418,6 +429,32 @@ class Forwarder:
                 raise failed[0] from None
             raise
         return UpstreamResponse(response, self._errors)
+
+    async def websocket(
+        self, raw_path: str, query: str, headers: Headers, protocols: tuple[str, ...] = ()
+    ) -> aiohttp.ClientWebSocketResponse:
+        """Open a WebSocket to the upstream: the same URL, TLS, proxy and timeouts as a request.
+
+        The handshake's own fields (``Upgrade``, ``Sec-WebSocket-*``) are aiohttp's, never
+        the client's. An upstream that answers the handshake with an HTTP status raises
+        ``HandshakeRefused`` with it; messages are read and written whole, pings answered.
+        """
+        session = self._session
+        assert session is not None, "Forwarder.open() was not awaited"
+        kept = [(k, v) for k, v in headers if not k.lower().startswith(b"sec-websocket-")]
+        with self._errors:
+            try:
+                return await session.ws_connect(
+                    URL(self.target(raw_path, query), encoded=True),
+                    headers=_text_headers(kept),
+                    protocols=protocols,
+                    autoclose=False,
+                    max_msg_size=0,  # the upstream's events are relayed whole, whatever size
+                )
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status < 400:
+                    raise
+                raise HandshakeRefused(self._name, exc.status) from exc
 
     async def fetch(
         self, method: str, raw_path: str, query: str, api_key: str, within: float = 30.0
