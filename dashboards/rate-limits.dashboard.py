@@ -2,12 +2,16 @@
 
 from tollhouse.telemetry.dashboards import (
     ADMITTED,
+    APIS,
+    MODEL_CALLS,
     ORG,
     TENANT,
     Query,
+    by_api,
     dashboard,
     quantiles,
     stat,
+    table,
     timeseries,
 )
 
@@ -171,14 +175,57 @@ shaping = [
     ),
 ]
 
+apis = [
+    timeseries(
+        "Requests by API",
+        "reqps",
+        [
+            Query(
+                "sum by (api) (" + by_api(f"rate({TENANT_REQUESTS}}}[$__rate_interval])") + ")",
+                "{{api}}",
+            )
+        ],
+        "Every request tollhouse saw, by the API its operation belongs to: the Assistants API "
+        "(assistants, threads, runs), the Responses API (responses, conversations, "
+        "containers), Chat Completions, files and vector stores (used by both), and "
+        "operations tollhouse does not know.",
+        stacked=True,
+    ),
+    timeseries(
+        "Model calls by API and tenant",
+        "reqps",
+        [
+            Query(
+                f"sum by (tenant, class) (rate({TENANT_REQUESTS}, {MODEL_CALLS}}}"
+                "[$__rate_interval]))",
+                "{{tenant}} {{class}}",
+            )
+        ],
+        "Requests that start model work, per second: runs (RUN_CREATE, the Assistants API), "
+        "responses (RESPONSE_CREATE) and chat completions (CHAT_COMPLETION).",
+    ),
+    table(
+        "Assistants API requests by tenant over the time range",
+        "short",
+        Query(
+            "sort_desc(sum by (tenant) (increase(tollhouse_requests_total"
+            f'{{{TENANT}, operation=~"{dict(APIS)["assistants"]}"}}[$__range])) > 0)'
+        ),
+        "Tenants still calling the Assistants API (assistants, threads, runs), with their "
+        "request counts: the tenants to move to the Responses API before their upstream "
+        "retires it.",
+    ),
+]
+
 dashboard = dashboard(
     "tollhouse / Rate limits",
     "tollhouse-rate-limits",
-    "Organisation limits per request class, headroom, throttling by tenant, shaping waits "
-    "and run polling.",
+    "Organisation limits per request class, headroom, throttling by tenant, shaping waits, "
+    "run polling, and requests by API (Assistants, Responses, Chat Completions).",
     [
         ("Organisation limits", organisation),
         ("Tenants", tenants),
         ("Shaping and polling", shaping),
+        ("APIs", apis),
     ],
 )

@@ -1,4 +1,5 @@
-"""Runs: terminal statuses, durations, stuck runs, the upstream's latency and errors."""
+"""Runs and responses: terminal statuses, durations, stuck runs, the upstream's latency and
+errors."""
 
 from tollhouse.telemetry.dashboards import (
     ADMITTED,
@@ -11,6 +12,7 @@ from tollhouse.telemetry.dashboards import (
 )
 
 RUNS = f"tollhouse_runs_total{{{TENANT}"
+RESPONSES = f"tollhouse_responses_total{{{TENANT}"
 REQUESTS = f"tollhouse_requests_total{{{TENANT}"
 
 
@@ -87,6 +89,33 @@ runs = [
         ],
         "Share of each tenant's finished runs that did not complete. TollhouseRunsFailing "
         "fires when failed and incomplete runs pass 10 % for 15 minutes.",
+        thresholds=[("green", None), ("orange", 0.1)],
+    ),
+]
+
+responses = [
+    timeseries(
+        "Responses finishing by status",
+        "suffix: responses/s",
+        [Query(f"sum by (status) (rate({RESPONSES}}}[$__rate_interval]))", "{{status}}")],
+        "Responses seen reaching a terminal status, counted once each however they were "
+        "observed: answered, streamed, polled in background mode, resumed, or found by the "
+        "reconciler.",
+    ),
+    timeseries(
+        "Failed and incomplete share of responses",
+        "percentunit",
+        [
+            Query(
+                f'sum by (tenant) (rate({RESPONSES}, status=~"failed|incomplete"}}'
+                f"[$__rate_interval])) / (sum by (tenant) (rate({RESPONSES}}}"
+                "[$__rate_interval])) > 0)",
+                "{{tenant}}",
+            )
+        ],
+        "Share of each tenant's finished responses that failed or stopped incomplete "
+        "(max_output_tokens, content filter). TollhouseResponsesFailing fires above 10 % for "
+        "15 minutes.",
         thresholds=[("green", None), ("orange", 0.1)],
     ),
 ]
@@ -189,7 +218,7 @@ itself = [
 dashboard = dashboard(
     "tollhouse / Runs",
     "tollhouse-runs",
-    "Runs by status, run durations, stuck and failing runs, the upstream's latency and "
-    "errors, and tollhouse's own overhead.",
-    [("Runs", runs), ("Upstream", upstream), ("tollhouse", itself)],
+    "Runs by status, run durations, stuck and failing runs, responses by status, the "
+    "upstream's latency and errors, and tollhouse's own overhead.",
+    [("Runs", runs), ("Responses", responses), ("Upstream", upstream), ("tollhouse", itself)],
 )

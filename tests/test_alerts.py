@@ -104,6 +104,24 @@ def test_the_alertmanager_example_passes_amtool_check_config() -> None:
             },
             "key-accounts,finance,sre-pager",
         ),
+        (
+            {
+                "severity": "warning",
+                "alertname": "TollhouseTenantToolSpendSpike",
+                "tenant": "hooli",
+                "component": "tool_calls",
+            },
+            "finance,sre-chat",
+        ),
+        (
+            {
+                "severity": "info",
+                "alertname": "TollhouseTenantCachedShareCollapsed",
+                "tenant": "acme",
+            },
+            "key-accounts,finance,sre-tickets",
+        ),
+        ({"severity": "warning", "alertname": "TollhouseResponsesFailing"}, "sre-chat"),
     ],
 )
 def test_alertmanager_routes_by_severity_and_tenant(labels: dict[str, str], receivers: str) -> None:

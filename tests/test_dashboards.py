@@ -82,6 +82,22 @@ SHOW_TRAFFIC = {
     "Upstream latency by operation, p95",
     "Vector-store bytes by tenant",
     "Vector-store storage, all tenants",
+    "Requests by API",
+    "Model calls by API and tenant",
+    "Assistants API requests by tenant over the time range",
+    "Tool call and container spend, last 24 hours",
+    "Cached share of input tokens, last 24 hours",
+    "Responses, last 24 hours",
+    "Chat completions, last 24 hours",
+    "Tokens per day by tenant and direction",
+    "Cached share of input tokens by tenant",
+    "Responses and chat completions per day by tenant",
+    "Web and File Search calls per day by tenant",
+    "Other tool calls per day by tenant and kind",
+    "Container sessions per day by memory limit",
+    "Tool call and container cost per day by tenant",
+    "Responses finishing by status",
+    "Failed and incomplete share of responses",
 }
 
 
@@ -313,13 +329,82 @@ def poller_traffic(url: str, tenant: str) -> int:
     return 1
 
 
+@dataclass
+class Successors:
+    """What the Responses-era traffic of one round leaves to be metered."""
+
+    responses: int = 0
+    chat_completions: int = 0
+    containers: int = 0
+
+
+def responses_traffic(url: str) -> Successors:
+    """umbrella: the Responses API only (web and file search, an auto container and one of its
+    own, cached and reasoning tokens, a background response, one cut short, a conversation)
+    and Chat Completions, JSON and streamed with their usage."""
+    sent = Successors()
+    with client(url, "umbrella") as umbrella:
+        upload = umbrella.files.create(
+            file=("manual.txt", io.BytesIO(b"tolls are paid at the gate\n" * 500)),
+            purpose="assistants",
+        )
+        store = umbrella.vector_stores.create(name="manuals", file_ids=[upload.id])
+        tools: Any = [
+            {"type": "web_search"},
+            {"type": "file_search", "vector_store_ids": [store.id]},
+            {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "4g"}},
+        ]
+        first = umbrella.responses.create(
+            model="gpt-4o", input="Search the manuals, then search the web", tools=tools
+        )
+        kinds = sorted(item.type for item in first.output if item.type.endswith("_call"))
+        assert kinds == [
+            "code_interpreter_call",
+            "file_search_call",
+            "web_search_call",
+            "web_search_call",
+        ]
+        chained = umbrella.responses.create(
+            model="gpt-4o", input="And at night?", previous_response_id=first.id
+        )
+        assert chained.usage is not None
+        assert chained.usage.input_tokens_details.cached_tokens > 0
+        reasoned = umbrella.responses.create(model="o4-mini", input="Why tolls?")
+        assert reasoned.usage is not None
+        assert reasoned.usage.output_tokens_details.reasoning_tokens > 0
+        cut = umbrella.responses.create(model="o4-mini", input="Why?", max_output_tokens=16)
+        assert cut.status == "incomplete"
+        queued = umbrella.responses.create(model="gpt-4o", input="Later", background=True)
+        while queued.status in ("queued", "in_progress"):
+            queued = umbrella.responses.retrieve(queued.id)
+        conversation = umbrella.conversations.create()
+        umbrella.responses.create(model="gpt-4o", input="Hello", conversation=conversation.id)
+        sent.responses += 6
+        umbrella.containers.create(name="scratch", memory_limit="1g")
+        sent.containers += 2  # with the auto container of the first response
+        hello: Any = [{"role": "user", "content": "Hello there"}]
+        umbrella.chat.completions.create(model="gpt-4o-mini", messages=hello)
+        with umbrella.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=hello,
+            stream=True,
+            stream_options={"include_usage": True},
+        ) as stream:
+            assert [chunk.usage for chunk in stream if chunk.usage is not None]
+        sent.chat_completions += 2
+    return sent
+
+
 def total(found: dict[str, list[tuple[dict[str, str], float]]], name: str) -> float:
     return sum(value for _, value in found.get(name, []))
 
 
-def metered(tollhouse: TollhouseProcess, runs: int, since: float) -> Callable[[], bool]:
-    """The ledger writer counts runs off the request path, and the storage sampler runs
-    every second: true once both have caught up with traffic sent since ``since``."""
+def metered(
+    tollhouse: TollhouseProcess, runs: int, successors: Successors, since: float
+) -> Callable[[], bool]:
+    """The ledger writer counts runs, responses, containers and chat completions off the
+    request path, and the storage sampler runs every second: true once both have caught up
+    with traffic sent since ``since``."""
 
     def caught_up() -> bool:
         found = samples(tollhouse.admin_url)
@@ -330,6 +415,9 @@ def metered(tollhouse: TollhouseProcess, runs: int, since: float) -> Callable[[]
         ]
         return (
             total(found, "tollhouse_runs_total") >= runs
+            and total(found, "tollhouse_responses_total") >= successors.responses
+            and total(found, "tollhouse_chat_completions_total") >= successors.chat_completions
+            and total(found, "tollhouse_container_sessions_total") >= successors.containers
             and total(found, "tollhouse_vector_store_bytes") > 0
             and bool(sampled)
             and min(sampled) > since
@@ -348,6 +436,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
                 "identify": {"mode": "header", "header": HEADER},
                 "tenants": {
                     "acme": {},
+                    "umbrella": {},
                     "globex": {"limits": {"POST": {"requests_per_unit": 600, "burst": 1}}},
                     "initech": {"limits": {"GET": {"requests_per_unit": 60, "burst": 5}}},
                     "hooli": {
@@ -377,14 +466,20 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
     ):
         # Two rounds: a counter's first sample already holds its first increments, so
         # rate() sees only what happens after Prometheus has scraped a series once.
-        runs = 0
+        runs, successors = 0, Successors()
         for _ in range(2):
             started = time.time()
             runs += analyst_traffic(tollhouse.url)
             runs += support_traffic(tollhouse.url)
             runs += poller_traffic(tollhouse.url, "initech")
             runs += poller_traffic(tollhouse.url, "hooli")
-            prom.wait_until("tollhouse to meter the traffic", metered(tollhouse, runs, started))
+            sent = responses_traffic(tollhouse.url)
+            successors.responses += sent.responses
+            successors.chat_completions += sent.chat_completions
+            successors.containers += sent.containers
+            prom.wait_until(
+                "tollhouse to meter the traffic", metered(tollhouse, runs, successors, started)
+            )
             prom.wait_for_scrapes_after(time.time())
         prom.wait_for_rule_evaluations_after(time.time())
         yield Scraped(prom, tollhouse)
@@ -451,12 +546,87 @@ def test_recording_rules_record_from_the_real_exposition(scraped: Scraped) -> No
 
 def test_the_tenant_variable_lists_the_tenants(scraped: Scraped) -> None:
     tenants = scraped.prometheus.api("label/tenant/values", {"match[]": "tollhouse_requests_total"})
-    assert {"acme", "globex", "initech", "hooli"} <= set(tenants)
+    assert {"acme", "globex", "initech", "hooli", "umbrella"} <= set(tenants)
+
+
+def panel_series(scraped: Scraped, title: str) -> list[tuple[dict[str, str], float]]:
+    """Every series of the panel called ``title``, with its labels and value now."""
+    [panel] = [panel for _, panel in all_panels() if panel["title"] == title]
+    return [
+        (sample["metric"], float(sample["value"][1]))
+        for target in panel["targets"]
+        for sample in scraped.prometheus.query(substituted(target["expr"]))
+    ]
+
+
+def shown(scraped: Scraped, title: str, *labels: str) -> set[tuple[str, ...]]:
+    """The ``labels`` of a panel's series that show a positive value."""
+    return {
+        tuple(metric.get(label, "") for label in labels)
+        for metric, value in panel_series(scraped, title)
+        if value > 0
+    }
+
+
+def test_requests_are_shown_by_api_and_model_calls_by_class(scraped: Scraped) -> None:
+    assert shown(scraped, "Requests by API", "api") == {
+        ("assistants",),
+        ("responses",),
+        ("chat.completions",),
+        ("files and vector stores",),
+    }
+    assert shown(scraped, "Model calls by API and tenant", "tenant", "class") >= {
+        ("acme", "RUN_CREATE"),
+        ("umbrella", "RESPONSE_CREATE"),
+        ("umbrella", "CHAT_COMPLETION"),
+    }
+    still = shown(scraped, "Assistants API requests by tenant over the time range", "tenant")
+    assert still == {("acme",), ("globex",), ("initech",), ("hooli",)}
+
+
+def test_the_successor_apis_usage_is_shown_per_tenant(scraped: Scraped) -> None:
+    directions = shown(scraped, "Tokens per day by tenant and direction", "tenant", "direction")
+    assert {("umbrella", d) for d in ("input", "output", "cached_input", "reasoning")} <= directions
+    assert ("acme", "cached_input") not in directions  # runs report no cached tokens here
+    assert shown(scraped, "Cached share of input tokens by tenant", "tenant") == {("umbrella",)}
+    searches = shown(scraped, "Web and File Search calls per day by tenant", "tenant", "kind")
+    assert {("umbrella", "web_search_call"), ("umbrella", "file_search_call")} <= searches
+    assert ("acme", "") in searches  # File Search in acme's runs
+    others = shown(scraped, "Other tool calls per day by tenant and kind", "tenant", "kind")
+    assert others == {("umbrella", "code_interpreter_call")}
+    tiers = shown(scraped, "Container sessions per day by memory limit", "tenant", "memory_limit")
+    assert tiers == {("umbrella", "1g"), ("umbrella", "4g")}
+    fees = shown(scraped, "Tool call and container cost per day by tenant", "tenant", "component")
+    assert fees == {("umbrella", "tool_calls"), ("umbrella", "containers")}
+    statuses = shown(scraped, "Responses finishing by status", "status")
+    assert statuses == {("completed",), ("incomplete",)}
+    # one response in six cut short
+    [share] = [
+        value
+        for metric, value in panel_series(scraped, "Failed and incomplete share of responses")
+        if metric.get("tenant") == "umbrella"
+    ]
+    assert 0 < share < 1
 
 
 def test_the_exposition_passes_promtool_check_metrics(scraped: Scraped) -> None:
     with urllib.request.urlopen(scraped.tollhouse.admin_url + "/metrics", timeout=5) as response:
         exposition = response.read()
+    # checked with the Responses era's series in it, not only their zeros
+    found = samples(scraped.tollhouse.admin_url)
+    for name, labels in (
+        ("tollhouse_responses_total", {"tenant": "umbrella", "status": "incomplete"}),
+        ("tollhouse_response_tool_calls_total", {"tenant": "umbrella", "kind": "web_search_call"}),
+        ("tollhouse_container_sessions_total", {"tenant": "umbrella", "memory_limit": "4g"}),
+        ("tollhouse_chat_completions_total", {"tenant": "umbrella"}),
+        ("tollhouse_tokens_total", {"tenant": "umbrella", "direction": "cached_input"}),
+        ("tollhouse_tokens_total", {"tenant": "umbrella", "direction": "reasoning"}),
+        ("tollhouse_cost_usd_total", {"tenant": "umbrella", "component": "tool_calls"}),
+        ("tollhouse_cost_usd_total", {"tenant": "umbrella", "component": "containers"}),
+    ):
+        values = [v for got, v in found[name] if labels.items() <= got.items()]
+        assert values, f"{name}{labels} not exported"
+        assert sum(values) > 0, f"{name}{labels} is 0"
     checked = subprocess.run(
         [require("promtool"), "check", "metrics"], input=exposition, capture_output=True
     )

@@ -28,6 +28,18 @@ ADMITTED = 'outcome=~"forwarded|shadow_throttled|upstream_error"'
 """Requests that went upstream, so count against the organisation's limits."""
 ORG = 'tenant="_org"'
 """The organisation-wide buckets in ``tollhouse_ratelimit_*``."""
+# Each API's operations (``tollhouse_requests_total``'s ``operation`` label), as anchored
+# label_replace regexes; files, uploads and vector stores serve the Assistants and the
+# Responses API alike. Azure's paths map to the same operation names.
+APIS = (
+    ("assistants", "(assistants|threads)[.].+"),
+    ("responses", "(responses|conversations|containers)[.].+"),
+    ("chat.completions", "chat[.]completions[.].+"),
+    ("files and vector stores", "(files|uploads|vector_stores)[.].+"),
+    ("unknown", "unknown"),
+)
+MODEL_CALLS = 'class=~"RUN_CREATE|RESPONSE_CREATE|CHAT_COMPLETION"'
+"""The request classes that start model work: runs, responses, chat completions."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,13 @@ def quantiles(histogram: str, by: str = "", matchers: str = "") -> list[Query]:
         )
         for q in (0.5, 0.95, 0.99)
     ]
+
+
+def by_api(expr: str) -> str:
+    """``expr``, a vector with an ``operation`` label, with an ``api`` label added (`APIS`)."""
+    for api, pattern in APIS:
+        expr = f'label_replace({expr}, "api", "{api}", "operation", "{pattern}")'
+    return expr
 
 
 def _targets(queries: Sequence[Query], table: bool = False) -> list[g.Target]:
