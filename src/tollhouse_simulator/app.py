@@ -23,6 +23,7 @@ from tollhouse_simulator.routes import (
     containers,
     conversations,
     files,
+    organization,
     responses,
     runs,
     threads,
@@ -47,6 +48,7 @@ def routes() -> list[BaseRoute]:
         *conversations.routes(),
         *containers.routes(),
         *chat.routes(),
+        *organization.routes(),
     ]
 
 
