@@ -27,7 +27,7 @@ from tollhouse.compose import StartupRefused, serving
 from tollhouse.config.policy import Policy, PolicyError, load_policy
 from tollhouse.config.settings import Settings
 from tollhouse.jobs.collector import Collector, recovery_since
-from tollhouse.jobs.schedule import collector_scheduler, schedule_cleanup
+from tollhouse.jobs.schedule import collector_scheduler, schedule_bill_check, schedule_cleanup
 from tollhouse.ledger.engine import migrate
 from tollhouse.proxy.asgi import Message, Receive, Scope, Send
 from tollhouse.upstream.forward import UpstreamError
@@ -58,6 +58,7 @@ class Tollhouse:
         self.forwarder, self.writer = shared.forwarder, parts.writer
         self.ownership, self.tracing, self.proxy = parts.ownership, parts.tracing, parts.proxy
         self.cleaner, self.collector, self.leases = parts.cleaner, parts.collector, parts.leases
+        self.bill_check = parts.bill_check
         self.scheduler: AsyncIOScheduler | None = None
         self.marker = settings.running_marker or settings.spool_path.with_suffix(".running")
         self._recovery: asyncio.Task[None] | None = None
@@ -110,6 +111,8 @@ class Tollhouse:
                 scheduler, cleaner = self.scheduler, self.cleaner
                 schedule_cleanup(scheduler, cleaner, self.current.policy().cleanup)
                 self.current.on_swap(lambda p: schedule_cleanup(scheduler, cleaner, p.cleanup))
+            if self.bill_check is not None:
+                schedule_bill_check(self.scheduler, self.bill_check)
             self.scheduler.start()
             if since is not None:
                 self._recovery = asyncio.create_task(self._recover(self.collector, since))
