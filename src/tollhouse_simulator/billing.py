@@ -133,7 +133,7 @@ def organization_usage(sim: Simulator, start: int, end: int) -> list[Day]:
         if found is not None:
             found.sessions[container.memory_limit] += 1
     for found in days.values():
-        found.vector_store_bytes = _stored_bytes(sim, min(found.start + DAY, now) - 1)
+        found.vector_store_bytes = _stored_bytes(sim, min(found.start + DAY - 1, now))
     return [days[at] for at in sorted(days)]
 
 

@@ -122,7 +122,8 @@ class BillCheck:
     def ledger(self, day: date, now: datetime) -> tuple[Report, Sequence[StoreHistory], int]:
         """The ledger's report for ``day`` by model, its stores, and when storage is read."""
         start, end = day_bounds(day)
-        moment = int(min(end, max(start, now)).timestamp()) - 1
+        # storage as the day ended, or now for today: the moment the bill's figure is for
+        moment = max(int(start.timestamp()), min(int(end.timestamp()) - 1, int(now.timestamp())))
         report = build_report(self._engine, self._pricing, start, end, now, group_by="model")
         stores = fetch_usage(self._engine, moment, moment + 1, moment + 1).stores
         return report, stores, moment
