@@ -185,7 +185,7 @@ def test_traffic_that_bypassed_tollhouse_is_the_difference(stack: Stack, tmp_pat
     assert found[("file_search_calls", ALL)]["difference"] == 2
     # The bypassing stores were sampled (the sampler lists them all), but have no owner.
     assert found[("vector_store_bytes", ALL)]["difference"] == 0
-    sessions = found[("cost_usd", "code_interpreter_cost")]
+    sessions = found[("cost_usd", "Code Interpreter sessions")]
     assert sessions["difference"] == pytest.approx(0.06)
     assert set(json.loads(result.stdout)["tenants"]) == {"acme"}  # the difference has none
     exported = textfile.read_text()

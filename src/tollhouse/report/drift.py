@@ -204,24 +204,24 @@ def _cost_model(line: str) -> str | None:
 
 
 def _cost_lines(bill: Bill, rows: Sequence[Row], by_model: Mapping[str, list[Row]]) -> list[Line]:
+    """Dollars per model (its token line items), per tool line item, and in all."""
     billed_models: dict[str, float] = defaultdict(float)
-    billed_tools: dict[str, float] = defaultdict(float)
-    for line, value in bill.costs.items():
-        model = _cost_model(line)
+    billed_items: dict[str, float] = defaultdict(float)
+    for item, value in bill.costs.items():
+        model = _cost_model(item)
         if model is not None:
             billed_models[model] += value
         else:
-            billed_tools[COST_LINES.get(line, line)] += value
+            billed_items[item] += value
     lines = []
     for model in sorted(set(billed_models) | set(by_model)):
         figure = _ledger(by_model.get(model, []), "token_cost")
         lines.append(Line(DOLLARS, model, billed_models.get(model, 0.0), figure))
-    for component in sorted(set(billed_tools) | set(COST_LINES.values())):
-        figure = _ledger(rows, component) if component in COST_LINES.values() else None
-        if component in billed_tools or figure:
-            lines.append(Line(DOLLARS, component, billed_tools.get(component, 0.0), figure))
-    total = _ledger(rows, "total_cost")
-    lines.append(Line(DOLLARS, ALL, bill.totals[DOLLARS], total))
+    for item in sorted(set(billed_items) | set(COST_LINES)):
+        figure = _ledger(rows, COST_LINES.get(item))
+        if item in billed_items or figure:
+            lines.append(Line(DOLLARS, item, billed_items.get(item, 0.0), figure))
+    lines.append(Line(DOLLARS, ALL, bill.totals[DOLLARS], _ledger(rows, "total_cost")))
     return lines
 
 
