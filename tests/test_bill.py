@@ -336,3 +336,18 @@ def test_stores_gone_before_the_moment_hold_nothing() -> None:
     assert (line.bill, line.tollhouse) == (30.0, 30.0)
     [early] = compare(bill, empty, stores, 120).lines
     assert early.tollhouse == 15.0
+
+
+def test_the_daily_check_needs_only_the_admin_key() -> None:
+    with (
+        serve(create_app(SimulatorConfig())) as upstream,
+        running_proxy(upstream.url + "/v1", admin_api_key=ADMIN) as proxy,
+    ):
+        proxy.client().files.list()  # answered: started up
+        tollhouse = proxy.tollhouse
+        assert tollhouse.collector is None  # no upstream key: no collector jobs
+        assert tollhouse.scheduler is not None
+        assert [job.id for job in tollhouse.scheduler.get_jobs()] == ["bill_check"]
+    with serve(create_app(SimulatorConfig())) as upstream, running_proxy(upstream.url) as proxy:
+        proxy.client().files.list()
+        assert proxy.tollhouse.scheduler is None  # neither key: nothing scheduled

@@ -111,8 +111,6 @@ class Tollhouse:
                 scheduler, cleaner = self.scheduler, self.cleaner
                 schedule_cleanup(scheduler, cleaner, self.current.policy().cleanup)
                 self.current.on_swap(lambda p: schedule_cleanup(scheduler, cleaner, p.cleanup))
-            if self.bill_check is not None:
-                schedule_bill_check(self.scheduler, self.bill_check)
             self.scheduler.start()
             if since is not None:
                 self._recovery = asyncio.create_task(self._recover(self.collector, since))
@@ -130,6 +128,11 @@ class Tollhouse:
                     "the last stop was unclean and what it lost cannot be metered again without "
                     "TOLLHOUSE_UPSTREAM_API_KEY; a start with the key set will do it"
                 )
+        if self.bill_check is not None:  # needs the admin key only, not the upstream key
+            if self.scheduler is None:
+                self.scheduler = AsyncIOScheduler(timezone="UTC")
+                self.scheduler.start()
+            schedule_bill_check(self.scheduler, self.bill_check)
         self._heartbeat = asyncio.create_task(self._beat())
         self.ready = True
         log.info("tollhouse forwarding to %s", self.forwarder.name)
