@@ -24,7 +24,7 @@ from tollhouse.cli.main import main
 from tollhouse.config.policy import parse_policy
 from tollhouse.jobs.collector import Collector, CollectorSettings
 from tollhouse.report.build import TOTAL, Report, Row
-from tollhouse.report.drift import ALL, Bill, Line, compare
+from tollhouse.report.drift import ALL, Bill, Line, bill_from_pages, compare
 from tollhouse.report.query import StoreHistory
 from tollhouse_simulator import SimulatorConfig, create_app
 
@@ -351,3 +351,34 @@ def test_the_daily_check_needs_only_the_admin_key() -> None:
     with serve(create_app(SimulatorConfig())) as upstream, running_proxy(upstream.url) as proxy:
         proxy.client().files.list()
         assert proxy.tollhouse.scheduler is None  # neither key: nothing scheduled
+
+
+def _page(*results: dict[str, Any], more: bool = False) -> dict[str, Any]:
+    bucket = {"object": "bucket", "start_time": 0, "end_time": 86_400, "results": list(results)}
+    return {
+        "object": "page",
+        "data": [bucket],
+        "has_more": more,
+        "next_page": "p" if more else None,
+    }
+
+
+def test_the_bill_sums_every_page_and_leaves_out_what_is_not_served() -> None:
+    completions = [
+        _page({"model": "gpt-4o", "input_tokens": 10, "output_tokens": 1}, more=True),
+        _page(
+            {"model": "gpt-4o", "input_tokens": 5, "input_cached_tokens": 2, "output_tokens": 1},
+            {"model": "o3", "input_tokens": 7, "output_tokens": 3, "num_model_requests": 1},
+        ),
+    ]
+    costs = [_page({"amount": {"value": 0.5, "currency": "usd"}, "line_item": "o3, input"})]
+    bill = bill_from_pages(date(2026, 11, 30), {"completions": completions}, costs)
+    assert bill.totals == {
+        "input_tokens": 22,
+        "input_cached_tokens": 2,
+        "output_tokens": 5,
+        "model_requests": 1,
+        "cost_usd": 0.5,
+    }  # no usage endpoint for tools was served: no figures for them, not zeros
+    assert bill.by_model["input_tokens"] == {"gpt-4o": 15, "o3": 7}
+    assert bill.costs == {"o3, input": 0.5}

@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from tollhouse.cli.report import Moment, _check_sqlite_file, _shown
 from tollhouse.compose import Core, core
-from tollhouse.config.policy import PolicyError
+from tollhouse.config.policy import Policy
 from tollhouse.config.settings import Settings
 from tollhouse.jobs.bill import DEFAULT_TOLERANCE, BillCheck
 from tollhouse.ledger.engine import DatabaseUrlError
@@ -99,8 +99,9 @@ def reconcile_command(
         raise click.ClickException(NO_KEY)
     _check_sqlite_file(settings.database_url)
     try:
-        shared = core(settings, max_connections=4)
-    except (PolicyError, PricingError, UpstreamConfigError, DatabaseUrlError, ArgumentError) as exc:
+        # No tenants are needed: the bill and the ledger are compared as a whole.
+        shared = core(settings, Policy(), max_connections=4)
+    except (PricingError, UpstreamConfigError, DatabaseUrlError, ArgumentError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
         found = asyncio.run(_reconcile(shared, checked_day, tolerance, project, now))

@@ -92,8 +92,9 @@ class BillCheck:
             if status != 200:
                 raise BillError(_refusal(path, status, page))
             pages.append(page)
-            cursor = page.get("next_page") if page.get("has_more") else None
-            if not cursor:
+            following = page.get("next_page") if page.get("has_more") else None
+            cursor = str(following) if following else None
+            if cursor is None:
                 return pages
         raise BillError(f"{path}: still more pages after {MAX_PAGES}; the upstream's paging loops")
 
@@ -171,9 +172,9 @@ class BillCheck:
 
 def _refusal(path: str, status: int, page: Mapping[str, Any]) -> str:
     """Why the upstream refused; its message is left out, as it may quote part of the key."""
-    error = page.get("error") if isinstance(page.get("error"), dict) else {}
-    assert isinstance(error, dict)
-    kind = error.get("code") or error.get("type") or "no error code"
+    error = page.get("error")
+    found = error if isinstance(error, dict) else {}
+    kind = found.get("code") or found.get("type") or "no error code"
     if status in (401, 403):
         return (
             f"the upstream refused TOLLHOUSE_ADMIN_API_KEY for {path} ({status}, {kind}): "
