@@ -28,7 +28,7 @@ from tollhouse.compose import StartupRefused, serving
 from tollhouse.config.policy import Policy, PolicyError, load_policy
 from tollhouse.config.settings import Settings
 from tollhouse.jobs.collector import Collector, recovery_since
-from tollhouse.jobs.schedule import collector_scheduler, schedule_cleanup
+from tollhouse.jobs.schedule import collector_scheduler, schedule_bill_check, schedule_cleanup
 from tollhouse.ledger.engine import migrate
 from tollhouse.proxy.asgi import Message, Receive, Scope, Send
 from tollhouse.proxy.edge import (
@@ -67,6 +67,7 @@ class Tollhouse:
         self.forwarder, self.writer = shared.forwarder, parts.writer
         self.ownership, self.tracing, self.proxy = parts.ownership, parts.tracing, parts.proxy
         self.cleaner, self.collector, self.leases = parts.cleaner, parts.collector, parts.leases
+        self.bill_check = parts.bill_check
         self.scheduler: AsyncIOScheduler | None = None
         self.marker = settings.running_marker or settings.spool_path.with_suffix(".running")
         self._recovery: asyncio.Task[None] | None = None
@@ -138,6 +139,11 @@ class Tollhouse:
                     "the last stop was unclean and what it lost cannot be metered again without "
                     "TOLLHOUSE_UPSTREAM_API_KEY; a start with the key set will do it"
                 )
+        if self.bill_check is not None:  # needs the admin key only, not the upstream key
+            if self.scheduler is None:
+                self.scheduler = AsyncIOScheduler(timezone="UTC")
+                self.scheduler.start()
+            schedule_bill_check(self.scheduler, self.bill_check)
         self._heartbeat = asyncio.create_task(self._beat())
         self.ready = True
         log.info("tollhouse forwarding to %s", self.forwarder.name)

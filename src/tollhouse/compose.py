@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from tollhouse.cleanup.cleaner import Cleaner, CleanerSettings
 from tollhouse.config.policy import Policy, load_policy
 from tollhouse.config.settings import Settings
+from tollhouse.jobs.bill import BillCheck
 from tollhouse.jobs.collector import JOBS, Collector, CollectorSettings
 from tollhouse.ledger import lease
 from tollhouse.ledger.engine import engine_from_url
@@ -200,6 +201,7 @@ class Serving:
     cleaner: Cleaner | None = None
     collector: Collector | None = None
     leases: dict[str, JobLease] = field(default_factory=dict)
+    bill_check: BillCheck | None = None
 
 
 def serving(
@@ -241,6 +243,15 @@ def serving(
         tarpit=Tarpit(settings.early_retry_hold),
     )
     parts = Serving(shared, writer, ownership, tracing, proxy)
+    if settings.admin_api_key is not None:
+        parts.bill_check = BillCheck(
+            shared.engine,
+            shared.forwarder,
+            shared.pricing,
+            settings.admin_api_key,
+            shared.metrics,
+            clock=clock,
+        )
     key = upstream_key(settings)
     if key:
         parts.cleaner = cleaner(shared, key)

@@ -23,6 +23,7 @@ from tollhouse_simulator.routes import (
     containers,
     conversations,
     files,
+    organization,
     responses,
     responses_ws,
     runs,
@@ -49,6 +50,7 @@ def routes() -> list[BaseRoute]:
         *conversations.routes(),
         *containers.routes(),
         *chat.routes(),
+        *organization.routes(),
     ]
 
 

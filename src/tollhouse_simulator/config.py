@@ -35,6 +35,8 @@ class SimulatorConfig:
     request_log_size: int = 1000
     run_expiry_seconds: int = 600
     organization: str = "org-simulator"
+    admin_api_key: str = "sk-admin-simulator"  # the only key the usage and costs API takes
+    bill_markup: float = 1.0  # the costs API's amounts are multiplied by this (tests of drift)
 
     def __post_init__(self) -> None:
         for name in (
@@ -49,6 +51,8 @@ class SimulatorConfig:
             raise ValueError("SimulatorConfig.in_progress_seconds must be > 0")
         if self.request_log_size < 1:
             raise ValueError("SimulatorConfig.request_log_size must be >= 1")
+        if self.bill_markup < 0:
+            raise ValueError("SimulatorConfig.bill_markup must be >= 0")
         if self.api_keys is not None and not self.api_keys:
             raise ValueError("SimulatorConfig.api_keys must not be empty when given")
         for request_class, limit in (self.rate_limits or {}).items():

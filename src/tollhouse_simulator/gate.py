@@ -18,6 +18,7 @@ from tollhouse_simulator.errors import SimulatorError
 from tollhouse_simulator.ratelimit import request_class
 from tollhouse_simulator.state import RecordedRequest, Simulator
 
+ADMIN_PREFIX = "/v1/organization/"  # admin keys only: checked by its routes
 BETA_PREFIXES = ("/v1/assistants", "/v1/threads", "/v1/vector_stores")
 NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
@@ -100,7 +101,7 @@ class Gate:
                 if twin is None:
                     raise azure.not_found()
                 scope = azure.routed(scope, twin)
-            else:
+            elif not path.startswith(ADMIN_PREFIX):
                 check_key(headers.get("authorization"), sim.config.api_keys)
             added.update(sim.limiter.admit(kind, sim.now()))
             if not dialect:  # Azure does not ask for the Assistants beta header

@@ -58,6 +58,7 @@ class Simulator:
         self.containers: Table[Container] = Table()
         self.chat_completions: Table[StoredCompletion] = Table()
         self.prompt_prefixes: set[str] = set()  # chat prompts seen, for cached tokens
+        self.chat_log: list[tuple[int, str, dict[str, Any]]] = []  # (created, model, usage)
         self.storage_dir: Path | None = config.storage_dir
 
     def now(self) -> float:

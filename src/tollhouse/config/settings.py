@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     upstream_api_key: SecretStr | None = Field(
         None, description="The real upstream key, sent in place of tollhouse-issued keys."
     )
+    admin_api_key: SecretStr | None = Field(
+        None,
+        description="An organisation admin key (sk-admin-...) to read the upstream's usage and "
+        "costs with; set, serve checks each day's bill against the ledger.",
+    )
     buckets_url: str = Field("memory://", description="memory:// or redis://host:port/db.")
     replicas: int = Field(
         1, ge=1, description="Replicas sharing the buckets; each keeps 1/replicas if Redis fails."

@@ -16,8 +16,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tollhouse.cleanup.cleaner import Cleaner, SweepFailed
 from tollhouse.config.policy import Cleanup
+from tollhouse.jobs.bill import BillCheck
 from tollhouse.jobs.collector import BudgetExhausted, Collector
 from tollhouse.ledger.lease import JobLease, LeaseLost
+from tollhouse.report.drift import BillError
 from tollhouse.upstream.forward import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,34 @@ def schedule_cleanup(scheduler: AsyncIOScheduler, cleaner: Cleaner, cleanup: Cle
         cleanup_job(cleaner),
         CronTrigger.from_crontab(cleanup.schedule, timezone="UTC"),
         id=CLEANUP_JOB,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=3600,
+    )
+
+
+BILL_JOB = "bill_check"
+
+
+def schedule_bill_check(scheduler: AsyncIOScheduler, check: BillCheck, hour: int = 6) -> None:
+    """Daily at ``hour`` UTC, when yesterday's bill is complete: it against the ledger.
+
+    A failed check is logged; ``tollhouse_bill_last_success_timestamp_seconds`` stops
+    moving, and an alert fires when two days went by without one."""
+
+    async def run() -> None:
+        try:
+            drifting = await check.yesterday()
+        except (BillError, SQLAlchemyError) as exc:
+            log.warning("the bill check failed, will run again tomorrow: %s", exc)
+            return
+        log.info("bill check done: %d measures beyond the tolerance", drifting)
+
+    check.started()
+    scheduler.add_job(
+        run,
+        CronTrigger(hour=hour, minute=0, timezone="UTC"),
+        id=BILL_JOB,
         max_instances=1,
         coalesce=True,
         misfire_grace_time=3600,

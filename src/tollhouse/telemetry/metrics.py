@@ -315,6 +315,24 @@ class Metrics:
             ["tenant"],
             registry=registry,
         )
+        # -- the upstream's bill against the ledger (jobs/bill.py) --
+        self.bill_drift_ratio = Gauge(
+            "tollhouse_bill_drift_ratio",
+            "|bill - tollhouse| / bill for the last day checked, by measure (tokens, tool "
+            "calls, storage, dollars); measures tollhouse does not meter are left out.",
+            ["measure"],
+            registry=registry,
+        )
+        self.bill_drift_tolerance = Gauge(
+            "tollhouse_bill_drift_tolerance_ratio",
+            "The share of the bill a measure may drift by before it counts as disagreeing.",
+            registry=registry,
+        )
+        self.bill_last_success = Gauge(
+            "tollhouse_bill_last_success_timestamp_seconds",
+            "When a day's bill was last fetched and compared with the ledger.",
+            registry=registry,
+        )
         self.build_info = Info("tollhouse_build", "tollhouse build information.", registry=registry)
         self.build_info.info({"version": __version__})
         self._tenants = tuple(tenants)

@@ -26,6 +26,7 @@ async def create(request: Request) -> Response:
     chat = parse_chat(body)
     now = sim.now()
     completion = complete(chat, now, cached_tokens(chat, sim.prompt_prefixes))
+    sim.chat_log.append((completion["created"], completion["model"], completion["usage"]))
     if chat.store:
         stored = store_completion(completion, chat)
         sim.chat_completions.insert(stored.id, completion["created"], stored)
