@@ -295,7 +295,7 @@ def _buckets(data: PageData, tenant: str) -> str:
     rows = "".join(_bucket_row(bucket) for bucket in mine)
     return (
         "<h3>Buckets (since this process started)</h3><table class=buckets><thead><tr>"
-        "<th>class</th><th>level</th><th>remaining</th><th>limit per unit</th>"
+        "<th>class</th><th>remaining / limit</th><th>remaining</th><th>limit per unit</th>"
         f"<th>refused (429)</th></tr></thead><tbody>{rows}</tbody></table>"
     )
 
@@ -355,7 +355,7 @@ section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 14px
 .problem{border-color:#c33;background:#fff3f3}.hint,.period{color:#555}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:right;font-size:12px}
-thead th{vertical-align:bottom;max-width:90px}tbody th,tfoot th{text-align:left}
+thead th{vertical-align:bottom;max-width:90px}th:first-child{text-align:left}
 tfoot td,tfoot th{font-weight:bold;border-top:2px solid #999}
 .chart{width:100%;height:auto}.chart .slot{fill:transparent}.chart .slot:hover{fill:#eee}
 .grid{stroke:#ddd}.tick{font-size:11px;text-anchor:end;fill:#555}
