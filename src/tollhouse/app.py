@@ -255,7 +255,8 @@ class Tollhouse:
             log.warning("the admin page could not read the ledger: %s", exc)
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             data, status = replace(data, problem=f"The ledger cannot be read: {reason}"), 503
-        return HTMLResponse(render_page(data), status, {"Cache-Control": "no-store"})
+        html = await asyncio.to_thread(render_page, data)  # a long period is a big page
+        return HTMLResponse(html, status, {"Cache-Control": "no-store"})
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
