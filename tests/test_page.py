@@ -15,6 +15,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -30,6 +31,8 @@ from prometheus_client import CollectorRegistry
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread
 from tests.services import postgres_cluster, require
+from tests.test_ledger_faults import frozen, stopped
+from tests.test_replicas import wait_for
 from tollhouse.api.classify import classify
 from tollhouse.config.policy import Policy, parse_policy
 from tollhouse.ledger import store as ledger
@@ -481,6 +484,35 @@ def test_with_the_database_down_the_page_says_so_with_a_503(simulator: ServerThr
         assert tenant(proxy, "acme").beta.assistants.create(model="gpt-4o").id
         database.start()
         assert httpx.get(proxy.admin.url + "/", timeout=30).status_code == 200
+
+
+def test_a_page_waiting_on_a_frozen_database_holds_up_nothing_else(
+    simulator: ServerThread,
+) -> None:
+    slow = {"database_connect_timeout": 30, "database_statement_timeout": 30}
+    with (
+        postgres_cluster() as database,
+        running_proxy(
+            simulator.url + "/v1", policy=POLICY, database_url=database.url, **slow
+        ) as proxy,
+        httpx.Client(base_url=proxy.admin.url, timeout=60) as admin,
+        ThreadPoolExecutor(1) as browser,
+    ):
+        traffic(proxy)
+        pool = proxy.tollhouse.engine.pool
+        assert admin.get("/").status_code == 200
+        assert pool.checkedout() == 0  # type: ignore[attr-defined]
+        with frozen(database) as processes:
+            page = browser.submit(admin.get, "/", params=period())
+            # The page's ledger read holds a connection, waiting on the frozen server...
+            wait_for(lambda: pool.checkedout() or None, 20, "the page to reach the database")  # type: ignore[attr-defined]
+            # ...while the admin port and the proxy answer.
+            assert admin.get("/healthz").status_code == 200
+            assert "tollhouse_requests_total" in admin.get("/metrics").text
+            assert tenant(proxy, "acme").beta.assistants.create(model="gpt-4o").id
+            assert not page.done()
+            assert all(stopped(pid) for pid in processes)
+        assert page.result().status_code == 200
 
 
 # -- in a real browser -----------------------------------------------------------------------
