@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
@@ -21,9 +23,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from tollhouse import __version__
 from tollhouse.compose import StartupRefused, serving
 from tollhouse.config.policy import Policy, PolicyError, load_policy
 from tollhouse.config.settings import Settings
@@ -38,6 +41,8 @@ from tollhouse.proxy.edge import (
     files_needed,
     raise_open_files_limit,
 )
+from tollhouse.report.build import build_report
+from tollhouse.report.page import PageData, PeriodError, bucket_levels, page_period, render_page
 from tollhouse.upstream.forward import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,7 @@ class Tollhouse:
         self.ready = False
         self.admin = Starlette(
             routes=[
+                Route("/", self._page),
                 Route("/metrics", self._metrics_endpoint),
                 Route("/healthz", self._healthz),
                 Route("/readyz", self._readyz),
@@ -244,6 +250,29 @@ class Tollhouse:
 
     async def _metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _page(self, request: Request) -> Response:
+        """The report for ?since=&until= and the buckets; the ledger is read off the loop."""
+        now = datetime.fromtimestamp(self._clock(), UTC).replace(microsecond=0)
+        query, status = dict(request.query_params), 200
+        data = PageData(now, now, now, None, None, bucket_levels(self.registry.collect()))
+        try:
+            since, until = page_period(query, now)
+            data = replace(data, since=since, until=until, query=query)
+            source = str(self.settings.pricing_file or f"shipped with tollhouse {__version__}")
+            read = functools.partial(
+                build_report, self.engine, self.pricing, since, until, now, pricing_source=source
+            )
+            report, by_day = await asyncio.to_thread(lambda: (read(), read(group_by="day")))
+            data = replace(data, report=report, by_day=by_day)
+        except PeriodError as exc:
+            data, status = replace(data, query=query, problem=str(exc)), 400
+        except SQLAlchemyError as exc:
+            log.warning("the admin page could not read the ledger: %s", exc)
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            data, status = replace(data, problem=f"The ledger cannot be read: {reason}"), 503
+        html = await asyncio.to_thread(render_page, data)  # a long period is a big page
+        return HTMLResponse(html, status, {"Cache-Control": "no-store"})
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -85,6 +85,7 @@ async def run_demo(
     out(f"  upstream (Assistants simulator)  {settings.upstream_url}")
     out(f"  tollhouse proxy                  {proxy_url}   <- point OPENAI_BASE_URL here")
     out(f"  metrics, health                  {admin_url}/metrics  {admin_url}/readyz")
+    out(f"  costs and buckets, in a browser  {admin_url}/")
     out("")
     out("Traffic from four tenants through the real openai client (acme, globex and initech on")
     out("the Assistants API, umbrella on Responses):")
@@ -105,7 +106,7 @@ async def run_demo(
                 out("  " + line)
             out("")
             if duration is None:
-                out(f"The admin endpoint stays up at {admin_url}/metrics; Ctrl-C to stop.")
+                out(f"The admin page stays up at {admin_url}/ (metrics: /metrics); Ctrl-C to stop.")
             else:
                 remaining = max(0.0, duration - (time.monotonic() - started))
                 await asyncio.wait({serving}, timeout=remaining)
