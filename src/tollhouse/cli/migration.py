@@ -15,6 +15,8 @@ from tollhouse.config.policy import Policy, PolicyError, load_policy
 from tollhouse.config.settings import Settings
 from tollhouse.ledger.engine import DatabaseUrlError
 from tollhouse.metering.pricing import PricingError, load_pricing
+from tollhouse.report.flows import build_flows
+from tollhouse.report.flows_render import RENDERERS as FLOW_RENDERERS
 from tollhouse.report.migration import POLICY_KINDS, build_migration
 from tollhouse.report.migration_query import fetch_migration_usage
 from tollhouse.report.migration_render import RENDERERS
@@ -54,6 +56,12 @@ def _idle_before(policy: Policy, end: int) -> int:
     type=click.Path(exists=True, dir_okay=False),
     help="Policy YAML, for the cleanup TTLs [env TOLLHOUSE_POLICY_FILE].",
 )
+@click.option(
+    "--flows",
+    "by_flow",
+    is_flag=True,
+    help="Instead: flow-tagged requests per flow and API, side by side.",
+)
 @click.option("--now", type=Moment(), hidden=True, help="The report's clock.")
 def migration_command(
     since: datetime | None,
@@ -63,9 +71,14 @@ def migration_command(
     database_url: str | None,
     pricing_file: Path | None,
     policy_file: str | None,
+    by_flow: bool,
     now: datetime | None,
 ) -> None:
-    """What each tenant uses of the Assistants API and what it would cost on Responses."""
+    """What each tenant uses of the Assistants API and what it would cost on Responses.
+
+    With --flows: requests tagged with a flow (X-Tollhouse-Flow header, or
+    metadata.tollhouse_flow on a create) per flow and API, side by side.
+    """
     now = now or datetime.now(UTC).replace(microsecond=0)
     since, until = since or month_start(now), until or now
     if since >= until:
@@ -90,6 +103,10 @@ def migration_command(
         raise click.ClickException(str(exc)) from None
     start, end = int(since.timestamp()), int(until.timestamp())
     try:
+        if by_flow:
+            rows = build_flows(engine, table, start, end, tenant)
+            click.echo(FLOW_RENDERERS[output_format](rows), nl=False)
+            return
         usage = fetch_migration_usage(engine, start, end, tenant, _idle_before(policy, end))
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
