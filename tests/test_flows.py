@@ -25,8 +25,9 @@ from tollhouse.ledger.store import Batch, Seen
 from tollhouse.metering.assistants import AssistantSeen
 from tollhouse.metering.flows import OTHER_FLOW, BadFlowName, FlowNames, api_of, flow_name
 from tollhouse.metering.meter import RunSeen
+from tollhouse.metering.pricing import load_pricing
 from tollhouse.proxy.flows import body_flow, take_flow
-from tollhouse.report.flows import percentile
+from tollhouse.report.flows import build_flows, percentile
 from tollhouse_simulator import SimulatorConfig, create_app
 from tollhouse_simulator.state import Simulator
 
@@ -278,3 +279,8 @@ def test_the_ledger_adds_polls_rounds_streams_messages_and_flow_rows_once(engine
         ]
         units = {u.unit_id: u.api for u in session.exec(select(FlowUnit)).all()}
         assert units == {"run_1": "assistants", "resp_1": "responses"}
+    rows = build_flows(engine, load_pricing(), 0, 100)
+    assert [(r.flow, r.api, r.requests, r.units, r.completed) for r in rows] == [
+        ("f", "assistants", 1, 1, 1),
+        ("f", "responses", 1, 0, 0),  # the response itself is not in this ledger
+    ]

@@ -15,17 +15,29 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import Engine
 
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread, serve
+from tollhouse.api.classify import Kind
 from tollhouse.cli.main import main
+from tollhouse.config.policy import Cleanup
 from tollhouse.demo import demo_policy, scenario
 from tollhouse.demo.traffic import client_for
+from tollhouse.ledger import store as ledger
 from tollhouse.ledger.follow import Exchanged
 from tollhouse.ledger.spool import dumps, loads
-from tollhouse.ledger.store import Batch, Seen
+from tollhouse.ledger.store import Batch, Owned, Seen
 from tollhouse.metering.assistants import AssistantSeen, assistant_seen, messages_added
-from tollhouse.report.migration import cached_share, container_seconds, equivalent
+from tollhouse.metering.meter import ObjectSeen, RunSeen, Usage
+from tollhouse.metering.pricing import load_pricing
+from tollhouse.report.migration import (
+    build_migration,
+    cached_share,
+    container_seconds,
+    equivalent,
+)
+from tollhouse.report.migration_query import fetch_migration_usage
 from tollhouse_simulator import SimulatorConfig, create_app
 from tollhouse_simulator.state import Simulator
 
@@ -276,3 +288,44 @@ def test_assistants_and_exchanges_survive_the_spool() -> None:
     again = loads(dumps(batch))
     assert again.seen == batch.seen
     assert again.exchanges == batch.exchanges
+
+
+def test_the_report_reads_the_ledger_alike_on_sqlite_and_postgresql(engine: Engine) -> None:
+    day = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp())
+    usage = Usage(1000, 100, 1100)
+    runs = [
+        RunSeen(f"run_{n}", "thread_1", "asst_1", "gpt-4o", "completed", day + n, day + n + 5,
+                usage, True, False)
+        for n in range(3)
+    ]  # fmt: skip
+    follow = [
+        Exchanged("t", "threads.runs.create", "assistants", 200, True, ("run_0",), (),
+                  thread="thread_1", messages=1),
+        Exchanged("t", "threads.runs.retrieve", "assistants", 200, runs=("run_1",)),
+        Exchanged("t", "threads.runs.submit_tool_outputs", "assistants", 200, runs=("run_2",)),
+    ]  # fmt: skip
+    thread = ObjectSeen("thread_1", Kind.THREAD, None, day, False, None, None)
+    ledger.apply(
+        engine,
+        Batch(
+            owned=[Owned("t", thread)],
+            seen=[Seen("t", run) for run in runs]
+            + [Seen("t", AssistantSeen("asst_1", "gpt-4o", 3, ("code_interpreter",), (), day))],
+            exchanges=follow,
+        ),
+        day + 60,
+    )
+    since, until = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)
+    end = int(until.timestamp())
+    found = fetch_migration_usage(engine, int(since.timestamp()), end, None, end)
+    report = build_migration(found, load_pricing(), Cleanup(), since, until, until)
+    (tenant,) = report.tenants
+    assert (tenant.tenant, tenant.prompt_tokens, tenant.completion_tokens) == ("t", 3000, 300)
+    p = tenant.patterns
+    assert (p.threads, p.messages, p.runs) == (1, 1, 3)
+    assert (p.streamed_runs, p.polled_runs, p.requires_action_round_trips) == (1, 1, 1)
+    (assistant,) = tenant.assistants
+    assert (assistant.runs, assistant.instructions_chars) == (3, 3)
+    assert assistant.tools == ("code_interpreter",)
+    price = (3000 * Decimal("2.50") + 300 * Decimal("10.00")) / 1_000_000
+    assert tenant.assistants_cost.total == tenant.responses_cost.total == price
