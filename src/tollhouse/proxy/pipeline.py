@@ -22,7 +22,7 @@ from tollhouse.api.errors import (
     unparseable_body,
 )
 from tollhouse.api.paths import path_problem
-from tollhouse.ledger.follow import Exchanged
+from tollhouse.ledger.follow import FOLLOWING, Exchanged
 from tollhouse.ledger.writer import LedgerWriter
 from tollhouse.metering.assistants import messages_added
 from tollhouse.metering.flows import api_of
@@ -146,6 +146,8 @@ class _Exchange:
         if no answer came from upstream)."""
         if self.status is None or self.ended is None:
             return None
+        if self.flow is None and not self.messages and self.operation.name not in FOLLOWING:
+            return None  # nothing the ledger keeps: not even built
         first = self.ended if self.first_byte is None else min(self.first_byte, self.ended)
         observer = self.observer
         return Exchanged(
