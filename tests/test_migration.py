@@ -118,7 +118,11 @@ def test_the_demo_tenants_counted_as_the_simulator_did_their_work_and_priced_on_
         asyncio.run(scenario(proxy.url + "/v1", lambda _line: None))
         report = migration(proxy)
         record = _record(sim)
-        assert set(report) == {"acme", "globex", "initech"}  # umbrella is on Responses only
+        assert set(report) == {"acme", "globex", "initech", "umbrella"}
+        umbrella = report.pop("umbrella")  # already on Responses: nothing of its to move
+        assert (umbrella["responses"], umbrella["assistants"]) == (len(sim.responses), [])
+        assert umbrella["patterns"]["runs"] == 0
+        assert Decimal(umbrella["assistants_cost"]["total"]) == 0
         for tenant, mine in record.items():
             shown = report[tenant]
             runs = {a["id"]: a["runs"] for a in shown["assistants"]}

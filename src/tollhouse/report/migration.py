@@ -102,6 +102,7 @@ class TenantMigration:
     prompt_tokens: int
     completion_tokens: int
     cached_share: Decimal
+    responses: int  # responses the tenant already made on the Responses API in the period
     code_interpreter_sessions: int
     containers: int
     file_search_calls: int
@@ -295,12 +296,14 @@ def build_migration(
         {g.tenant for g in usage.runs}
         | {t.tenant for t in usage.threads}
         | {u.tenant for u in usage.unused}
+        | set(usage.responses_tokens)
     )
     found = []
     for tenant in tenants:
         runs = [g for g in usage.runs if g.tenant == tenant]
         sessions = {k: v for k, v in usage.sessions.items() if k[0] == tenant}
-        share = cached_share(usage.responses_tokens.get(tenant))
+        responses, *tokens = usage.responses_tokens.get(tenant, (0, 0, 0))
+        share = cached_share((tokens[0], tokens[1]))
         searches = usage.file_search_calls.get(tenant, 0)
         found.append(
             TenantMigration(
@@ -310,6 +313,7 @@ def build_migration(
                 prompt_tokens=sum(g.prompt_tokens for g in runs),
                 completion_tokens=sum(g.completion_tokens for g in runs),
                 cached_share=share,
+                responses=responses,
                 code_interpreter_sessions=len(sessions),
                 containers=len(sessions),
                 file_search_calls=searches,

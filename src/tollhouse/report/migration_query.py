@@ -83,7 +83,7 @@ class MigrationUsage:
     sessions: dict[tuple[str, str, int], list[int]]
     file_search_calls: dict[str, int]
     code_interpreter_calls: dict[str, int]
-    responses_tokens: dict[str, tuple[int, int]]  # tenant -> (input, cached) tokens
+    responses_tokens: dict[str, tuple[int, int, int]]  # tenant -> responses, input, cached
     unused: list[Unused]
 
 
@@ -261,11 +261,12 @@ def _calls(
 
 def _responses(
     connection: Connection, start: int, end: int, tenant: str | None
-) -> dict[str, tuple[int, int]]:
+) -> dict[str, tuple[int, int, int]]:
     at = func.coalesce(col(Response.finished_at), col(Response.created_at))
     query = _for(
         select(
             col(Response.tenant),
+            func.count().label("responses"),
             func.coalesce(func.sum(col(Response.input_tokens)), 0).label("input"),
             func.coalesce(func.sum(col(Response.cached_tokens)), 0).label("cached"),
         )
@@ -274,7 +275,10 @@ def _responses(
         col(Response.tenant),
         tenant,
     )
-    return {row.tenant: (int(row.input), int(row.cached)) for row in connection.execute(query)}
+    return {
+        row.tenant: (int(row.responses), int(row.input), int(row.cached))
+        for row in connection.execute(query)
+    }
 
 
 def _unused(connection: Connection, before: int, tenant: str | None) -> list[Unused]:

@@ -29,6 +29,7 @@ CSV_FIELDS = (
     "prompt_tokens",
     "completion_tokens",
     "cached_share",
+    "responses",
     "code_interpreter_sessions",
     "file_search_calls",
     "assistants_cost_usd",
@@ -87,6 +88,7 @@ def csv_row(tenant: TenantMigration) -> dict[str, str | int]:
         "prompt_tokens": tenant.prompt_tokens,
         "completion_tokens": tenant.completion_tokens,
         "cached_share": plain(tenant.cached_share),
+        "responses": tenant.responses,
         "code_interpreter_sessions": tenant.code_interpreter_sessions,
         "file_search_calls": tenant.file_search_calls,
         "assistants_cost_usd": plain(tenant.assistants_cost.total),
@@ -151,8 +153,9 @@ def _tenant_lines(tenant: TenantMigration) -> list[str]:
         f"{p.requires_action_round_trips} requires_action round trips",
         f"  usage: {tenant.prompt_tokens:,} prompt + {tenant.completion_tokens:,} completion "
         f"tokens, {tenant.code_interpreter_sessions} Code Interpreter sessions, "
-        f"{tenant.file_search_calls} file-search calls; cached share on Responses "
-        f"{tenant.cached_share:.1%}",
+        f"{tenant.file_search_calls} file-search calls",
+        f"  already on Responses: {tenant.responses} responses, "
+        f"{tenant.cached_share:.1%} of their input tokens cached",
         "  cost:",
         _cost_line("Assistants", tenant.assistants_cost, "code interpreter"),
         _cost_line("Responses", tenant.responses_cost, f"{tenant.containers} containers"),
