@@ -6,7 +6,8 @@ process or from many replicas at once: a run's state only moves forward (its
 terminal state, tokens included, is written once and never taken back), a tool
 call is counted once by its id, and a thread's Code Interpreter sessions are
 always those its calls give, however late a call is recorded. Responses, their tool
-calls, containers and chat completions are counted the same way (``ledger_responses``).
+calls, containers and chat completions are counted the same way (``ledger_responses``);
+assistants' details, how runs are followed and flow-tagged requests by ``follow``.
 ``apply`` returns what was new, for the metrics.
 """
 
