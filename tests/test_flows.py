@@ -250,6 +250,7 @@ def test_the_ledger_adds_polls_rounds_streams_messages_and_flow_rows_once(engine
         Exchanged("t", "threads.runs.retrieve", "assistants", 200, runs=("run_1",), at=12),
         Exchanged("t", "threads.runs.retrieve", "assistants", 200, runs=("run_1",), at=12),
         Exchanged("t", "threads.runs.submit_tool_outputs", "assistants", 200, runs=("run_1",)),
+        Exchanged("t", "threads.runs.retrieve", "assistants", 200, runs=("run_1",), count=3),
         Exchanged("t", "threads.runs.retrieve", "assistants", 404, runs=("run_1",)),
         Exchanged("t", "responses.create", "responses", 200, False, (), ("resp_1",), "f", at=13),
     ]  # fmt: skip
@@ -265,7 +266,7 @@ def test_the_ledger_adds_polls_rounds_streams_messages_and_flow_rows_once(engine
     with Session(engine) as session:
         stored = session.get(Run, "run_1")
         assert stored is not None
-        assert (stored.polls, stored.tool_rounds, stored.streamed) == (2, 1, True)
+        assert (stored.polls, stored.tool_rounds, stored.streamed) == (5, 1, True)
         messages = session.get(ThreadMessages, "thread_1")
         assert messages is not None
         assert messages.messages == 2

@@ -46,6 +46,7 @@ class Exchanged:
     first_byte_ms: int | None = None
     last_byte_ms: int | None = None
     at: int = 0  # when it was answered (Unix seconds): stamped by the ledger writer
+    count: int = 1  # alike requests collapsed into this one (polls of one run, say)
 
 
 def _insert(connection: Connection, model: Any) -> Any:
@@ -87,8 +88,8 @@ def _followed(exchanges: Iterable[Exchanged]) -> dict[str, tuple[int, int, bool]
             continue
         for run_id in exchange.runs:
             polls, rounds, streamed = found.get(run_id, (0, 0, False))
-            polls += exchange.operation == RUN_POLL
-            rounds += exchange.operation == SUBMIT
+            polls += exchange.count * (exchange.operation == RUN_POLL)
+            rounds += exchange.count * (exchange.operation == SUBMIT)
             streamed |= exchange.streamed and exchange.operation in STREAMING
             found[run_id] = (polls, rounds, streamed)
     return found

@@ -101,6 +101,9 @@ class LedgerWriter:
         self._owner_write: asyncio.Future[None] | None = None
         self._known_tenants: set[str] = set()
         self._flows = FlowNames()
+        # Untagged follow-ups since the last flush, alike ones collapsed (a tight poll
+        # loop costs one record per run and flush, as its run sightings do).
+        self._followups: dict[tuple[object, ...], Exchanged] = {}
         # The latest sighting of each run since the last flush (a terminal one wins).
         self._runs: dict[str, Seen] = {}
         # Likewise for responses, tool calls (one per item id), chat completions and
@@ -180,16 +183,24 @@ class LedgerWriter:
     def exchanged(self, exchange: Exchanged) -> None:
         """A request was answered: kept when it belongs to a flow (its flow name capped per
         tenant) or tells how a run is followed (polled, streamed, given tool outputs)."""
-        flow = exchange.flow
+        flow, now = exchange.flow, int(self._clock())
+        if flow is None and not exchange.messages:
+            if exchange.operation not in FOLLOWING or not exchange.runs:
+                return
+            e = exchange
+            key = (e.tenant, e.operation, e.runs, e.streamed, e.status)
+            previous = self._followups.get(key)
+            count = 1 if previous is None else previous.count + 1
+            self._followups[key] = replace(exchange, at=now, count=count)
+            return
         if flow is not None:
             flow = self._flows.admit(exchange.tenant, flow)
-        elif not exchange.messages and (exchange.operation not in FOLLOWING or not exchange.runs):
-            return
-        self._pending.exchanges.append(replace(exchange, flow=flow, at=int(self._clock())))
+        self._pending.exchanges.append(replace(exchange, flow=flow, at=now))
         self._maybe_wake()
 
     def _maybe_wake(self) -> None:
-        if len(self._pending) + len(self._runs) + len(self._latest) >= self._max_pending:
+        waiting = len(self._runs) + len(self._latest) + len(self._followups)
+        if len(self._pending) + waiting >= self._max_pending:
             self._wake.set()
 
     # -- creates: the owner is recorded before the response goes out --------------------
@@ -308,7 +319,8 @@ class LedgerWriter:
             batch, self._pending = self._pending, Batch()
             batch.seen.extend(self._runs.values())
             batch.seen.extend(self._latest.values())
-            self._runs, self._latest = {}, {}
+            batch.exchanges.extend(self._followups.values())
+            self._runs, self._latest, self._followups = {}, {}, {}
             now = int(self._clock())
             loop = asyncio.get_running_loop()
             write = loop.run_in_executor(self._ledger_thread, self._write, batch, now)
