@@ -721,6 +721,10 @@ PARSED = {
     "responses.cancel",
     "containers.retrieve",
     "containers.list",
+    # answers that show an assistant: its details, for the migration report
+    "assistants.retrieve",
+    "assistants.update",
+    "assistants.list",
 }
 
 

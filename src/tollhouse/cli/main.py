@@ -14,6 +14,7 @@ from tollhouse import __version__
 from tollhouse.cli.adopt import adopt_command
 from tollhouse.cli.cleanup import cleanup_command
 from tollhouse.cli.dashboards import dashboards_command
+from tollhouse.cli.migration import migration_command
 from tollhouse.cli.reconcile import reconcile_command
 from tollhouse.cli.report import report_command
 from tollhouse.config.policy import PolicyError, load_policy
@@ -120,6 +121,7 @@ main.add_command(cleanup_command)
 main.add_command(dashboards_command)
 main.add_command(adopt_command)
 main.add_command(reconcile_command)
+main.add_command(migration_command)
 
 
 @main.command("check-policy")

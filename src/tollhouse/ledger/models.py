@@ -52,6 +52,13 @@ class Run(SQLModel, table=True):
     file_search: bool = False
     steps_seen: bool = False
     last_seen_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # How the client followed it: streamed (a create or submit answered with events),
+    # retrievals (status polls), and tool-output submissions (requires_action round trips).
+    streamed: bool = False
+    polls: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    tool_rounds: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
 
 
 class ToolCall(SQLModel, table=True):
@@ -288,3 +295,61 @@ class ChatCompletion(SQLModel, table=True):
     reasoning_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     total_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     usage_recorded_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class Assistant(SQLModel, table=True):
+    """An assistant as last seen in an answer (create, retrieve, update, list): what the
+    migration report maps onto a Responses prompt configuration. ``tools`` and
+    ``vector_store_ids`` are comma-separated, in the assistant's order."""
+
+    __tablename__ = "assistant"
+
+    id: str = Field(primary_key=True, max_length=128)
+    model: str | None = Field(default=None, max_length=128)
+    instructions_chars: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tools: str = Field(max_length=2048)
+    vector_store_ids: str = Field(max_length=2048)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    seen_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ThreadMessages(SQLModel, table=True):
+    """How many messages clients added to a thread through tollhouse (their requests'
+    bodies: a thread's creation, a run's additional messages, a message's creation)."""
+
+    __tablename__ = "thread_messages"
+
+    thread_id: str = Field(primary_key=True, max_length=128)
+    tenant: str = Field(max_length=64)
+    messages: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class FlowRequest(SQLModel, table=True):
+    """One request tagged with a flow: tollhouse's view of its latency, to the millisecond
+    (from its arrival to the first and to the last byte of its answer)."""
+
+    __tablename__ = "flow_request"
+    __table_args__ = (Index("ix_flow_request_tenant_at", "tenant", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(max_length=64)
+    flow: str = Field(max_length=64)
+    api: str = Field(max_length=16)
+    operation: str = Field(max_length=64)
+    status: int
+    at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    first_byte_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    last_byte_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class FlowUnit(SQLModel, table=True):
+    """A run or response made or followed by a flow's requests (the first flow wins): its
+    tokens, tool calls and cost are the flow's."""
+
+    __tablename__ = "flow_unit"
+    __table_args__ = (Index("ix_flow_unit_tenant_flow", "tenant", "flow"),)
+
+    unit_id: str = Field(primary_key=True, max_length=128)
+    tenant: str = Field(max_length=64)
+    flow: str = Field(max_length=64)
+    api: str = Field(max_length=16)

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tollhouse.api.classify import Kind
+from tollhouse.ledger.follow import Exchanged
 from tollhouse.ledger.store import Batch, Owned, Sample, Seen
+from tollhouse.metering.assistants import AssistantSeen
 from tollhouse.metering.meter import ObjectSeen, RunSeen, StepSeen, ToolCallSeen, Usage
 from tollhouse.metering.responses import (
     ChatCompletionSeen,
@@ -45,6 +47,7 @@ _TYPES: dict[type, str] = {
     ToolItemSeen: "tool_item",
     ContainerSeen: "container",
     ChatCompletionSeen: "chat_completion",
+    AssistantSeen: "assistant",
 }
 
 
@@ -52,7 +55,10 @@ def _token_usage(data: dict[str, Any] | None) -> TokenUsage | None:
     return TokenUsage(**data) if data else None
 
 
-def _successor(kind: str, data: dict[str, Any]) -> SuccessorSeen:
+def _successor(kind: str, data: dict[str, Any]) -> SuccessorSeen | AssistantSeen:
+    if kind == "assistant":
+        tuples = {name: tuple(data[name]) for name in ("tools", "vector_store_ids")}
+        return AssistantSeen(**{**data, **tuples})
     if kind == "response":
         return ResponseSeen(**{**data, "usage": _token_usage(data.get("usage"))})
     if kind == "chat_completion":
@@ -62,7 +68,7 @@ def _successor(kind: str, data: dict[str, Any]) -> SuccessorSeen:
     return ContainerSeen(**data)
 
 
-def _observation(data: dict[str, Any]) -> RunSeen | StepSeen | SuccessorSeen:
+def _observation(data: dict[str, Any]) -> RunSeen | StepSeen | SuccessorSeen | AssistantSeen:
     kind = data.pop("type")
     if kind not in ("run", "step"):
         return _successor(kind, data["fields"])  # a tool item has a field named "type"
@@ -70,6 +76,11 @@ def _observation(data: dict[str, Any]) -> RunSeen | StepSeen | SuccessorSeen:
         return RunSeen(**{**data, "usage": _usage(data.get("usage"))})
     calls = tuple(ToolCallSeen(**call) for call in data.pop("tool_calls"))
     return StepSeen(**{**data, "tool_calls": calls, "usage": _usage(data.get("usage"))})
+
+
+def _exchanged(data: dict[str, Any]) -> Exchanged:
+    tuples = {name: tuple(data[name]) for name in ("runs", "responses")}
+    return Exchanged(**{**data, **tuples})
 
 
 def _object(data: dict[str, Any]) -> ObjectSeen:
@@ -102,6 +113,7 @@ def dumps(batch: Batch) -> str:
             "samples": [_plain(s) for s in batch.samples],
             "requests": [[*key, count] for key, count in batch.requests.items()],
             "touched": batch.touched,
+            "exchanges": [_plain(e) for e in batch.exchanges],
             "id": batch.id,
         },
         separators=(",", ":"),
@@ -116,6 +128,7 @@ def loads(line: str) -> Batch:
         samples=[Sample(**s) for s in data["samples"]],
         requests={(t, c, o, m): n for t, c, o, m, n in data["requests"]},
         touched=data.get("touched", {}),
+        exchanges=[_exchanged(e) for e in data.get("exchanges", ())],
         **({"id": data["id"]} if "id" in data else {}),  # older spools carry no id
     )
 

@@ -6,7 +6,8 @@ process or from many replicas at once: a run's state only moves forward (its
 terminal state, tokens included, is written once and never taken back), a tool
 call is counted once by its id, and a thread's Code Interpreter sessions are
 always those its calls give, however late a call is recorded. Responses, their tool
-calls, containers and chat completions are counted the same way (``ledger_responses``).
+calls, containers and chat completions are counted the same way (``ledger_responses``);
+assistants' details, how runs are followed and flow-tagged requests by ``follow``.
 ``apply`` returns what was new, for the metrics.
 """
 
@@ -33,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col
 
+from tollhouse.ledger.follow import Exchanged, record_assistants, record_exchanges
 from tollhouse.ledger.models import (
     AppliedBatch,
     CodeInterpreterSession,
@@ -44,6 +46,7 @@ from tollhouse.ledger.models import (
     VectorStoreSample,
 )
 from tollhouse.ledger.responses import SuccessorCounted, record_successors
+from tollhouse.metering.assistants import AssistantSeen
 from tollhouse.metering.meter import ObjectSeen, RunSeen, StepSeen
 from tollhouse.metering.responses import (
     ChatCompletionSeen,
@@ -79,7 +82,7 @@ class Seen:
     of a tenant."""
 
     tenant: str
-    observation: RunSeen | StepSeen | SuccessorSeen
+    observation: RunSeen | StepSeen | SuccessorSeen | AssistantSeen
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +104,10 @@ class Batch:
     samples: list[Sample] = field(default_factory=list)
     requests: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
     touched: dict[str, int] = field(default_factory=dict)  # object id -> when it was used
+    exchanges: list[Exchanged] = field(default_factory=list)
 
     def __len__(self) -> int:
-        parts = (self.owned, self.seen, self.samples, self.requests, self.touched)
+        parts = (self.owned, self.seen, self.samples, self.requests, self.touched, self.exchanges)
         return sum(len(part) for part in parts)
 
 
@@ -200,6 +204,9 @@ def _apply(engine: Engine, batch: Batch, now: int) -> Counted:
             if isinstance(s.observation, _SUCCESSOR_TYPES)
         ]
         counted.successors = record_successors(connection, successors, now)
+        assistants = [s.observation for s in batch.seen if isinstance(s.observation, AssistantSeen)]
+        record_assistants(connection, assistants, now)
+        record_exchanges(connection, batch.exchanges)
         if batch.samples:
             connection.execute(
                 _insert(connection, VectorStoreSample),

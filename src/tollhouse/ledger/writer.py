@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import partial
 
@@ -16,10 +16,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from tollhouse.ledger import store as ledger
+from tollhouse.ledger.follow import FOLLOWING, Exchanged
 from tollhouse.ledger.responses import merged
 from tollhouse.ledger.spool import Spool, SpoolError
 from tollhouse.ledger.store import Batch, Counted, Owned, Sample, Seen
 from tollhouse.metering.costs import token_cost
+from tollhouse.metering.flows import FlowNames
 from tollhouse.metering.meter import ObjectSeen, RunSeen
 from tollhouse.metering.meter import Seen as Sighting
 from tollhouse.metering.pricing import PricingTable
@@ -98,6 +100,10 @@ class LedgerWriter:
         self._owned_writer: asyncio.Task[None] | None = None
         self._owner_write: asyncio.Future[None] | None = None
         self._known_tenants: set[str] = set()
+        self._flows = FlowNames()
+        # Untagged follow-ups since the last flush, alike ones collapsed (a tight poll
+        # loop costs one record per run and flush, as its run sightings do).
+        self._followups: dict[tuple[object, ...], Exchanged] = {}
         # The latest sighting of each run since the last flush (a terminal one wins).
         self._runs: dict[str, Seen] = {}
         # Likewise for responses, tool calls (one per item id), chat completions and
@@ -174,8 +180,27 @@ class LedgerWriter:
         requests = self._pending.requests
         requests[key] = requests.get(key, 0) + 1
 
+    def exchanged(self, exchange: Exchanged) -> None:
+        """A request was answered: kept when it belongs to a flow (its flow name capped per
+        tenant) or tells how a run is followed (polled, streamed, given tool outputs)."""
+        flow, now = exchange.flow, int(self._clock())
+        if flow is None and not exchange.messages:
+            if exchange.operation not in FOLLOWING or not exchange.runs:
+                return
+            e = exchange
+            key = (e.tenant, e.operation, e.runs, e.streamed, e.status)
+            previous = self._followups.get(key)
+            count = 1 if previous is None else previous.count + 1
+            self._followups[key] = replace(exchange, at=now, count=count)
+            return
+        if flow is not None:
+            flow = self._flows.admit(exchange.tenant, flow)
+        self._pending.exchanges.append(replace(exchange, flow=flow, at=now))
+        self._maybe_wake()
+
     def _maybe_wake(self) -> None:
-        if len(self._pending) + len(self._runs) + len(self._latest) >= self._max_pending:
+        waiting = len(self._runs) + len(self._latest) + len(self._followups)
+        if len(self._pending) + waiting >= self._max_pending:
             self._wake.set()
 
     # -- creates: the owner is recorded before the response goes out --------------------
@@ -294,7 +319,8 @@ class LedgerWriter:
             batch, self._pending = self._pending, Batch()
             batch.seen.extend(self._runs.values())
             batch.seen.extend(self._latest.values())
-            self._runs, self._latest = {}, {}
+            batch.exchanges.extend(self._followups.values())
+            self._runs, self._latest, self._followups = {}, {}, {}
             now = int(self._clock())
             loop = asyncio.get_running_loop()
             write = loop.run_in_executor(self._ledger_thread, self._write, batch, now)
@@ -390,6 +416,7 @@ class LedgerWriter:
         pending.owned[:0] = batch.owned
         pending.seen[:0] = batch.seen
         pending.samples[:0] = batch.samples
+        pending.exchanges[:0] = batch.exchanges
         for key, count in batch.requests.items():
             pending.requests[key] = pending.requests.get(key, 0) + count
         for object_id, at in batch.touched.items():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from tollhouse.api.classify import ROUTES, Kind, Operation
+from tollhouse.metering.assistants import ASSISTANT_OPERATIONS, AssistantSeen, assistant_document
 from tollhouse.metering.responses import (
     ITEM_DONE,
     RESPONSE_EVENTS,
@@ -34,6 +35,7 @@ _READ_OPERATIONS: Final = frozenset(
     | {"threads.runs.submit_tool_outputs", "threads.runs.steps.list", "threads.runs.steps.retrieve"}
     | {"vector_stores.list", "vector_stores.retrieve", "vector_stores.update"}
     | SUCCESSOR_OBJECTS.keys()
+    | ASSISTANT_OPERATIONS
 )
 METERED_OPERATIONS: Final[frozenset[str]] = _READ_OPERATIONS | {r.name for r in ROUTES if r.creates}
 
@@ -120,7 +122,7 @@ class ObjectSeen:
 
 # What the ledger records today; `Seen` is everything the meter reports.
 Observation = RunSeen | StepSeen | ObjectSeen
-Seen = Observation | SuccessorSeen
+Seen = Observation | SuccessorSeen | AssistantSeen
 # Events the Responses era reports from, besides chat chunks (event "message").
 _SUCCESSOR_EVENTS: Final = RESPONSE_EVENTS | {ITEM_DONE}
 
@@ -141,12 +143,13 @@ def observe_json(
 def observe_json_all(
     operation: Operation, status: int, body: bytes, *, max_body: int = MAX_JSON_BODY
 ) -> list[Seen]:
-    """``observe_json`` and, from the same parse, the responses, tool calls, containers and
-    chat completions the body shows."""
+    """``observe_json`` and, from the same parse, the responses, tool calls, containers,
+    chat completions and assistants the body shows."""
     found: list[Seen] = []
     for doc in _objects(status, body, max_body):
         found += _observe(operation, doc)
         found += successor_document(operation.name, doc)
+        found += assistant_document(operation.name, doc)
     return found
 
 

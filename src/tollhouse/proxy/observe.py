@@ -13,7 +13,7 @@ import logging
 
 from opentelemetry.trace import Span
 
-from tollhouse.api.classify import Operation
+from tollhouse.api.classify import Kind, Operation
 from tollhouse.ledger.writer import LedgerWriter
 from tollhouse.metering.meter import (
     MAX_JSON_BODY,
@@ -24,6 +24,7 @@ from tollhouse.metering.meter import (
     observe_json_all,
     wants_body,
 )
+from tollhouse.metering.responses import ResponseSeen
 from tollhouse.proxy.codings import Undecodable, decode
 from tollhouse.proxy.ownership import Ownership
 from tollhouse.proxy.sightings import SIGHTING_EVENTS, SIGHTING_OPERATIONS, sightings
@@ -56,6 +57,11 @@ class Observer:
         self._stream: StreamMeter | None = None
         self._owner_writes: list[asyncio.Task[None]] = []
         self._created: set[str] = set()  # a chat stream names its completion in every chunk
+        # The runs and responses the answer showed, in order, once each (for the ledger's
+        # record of how runs are followed and what a flow made).
+        self.runs: dict[str, None] = {}
+        self.responses: dict[str, None] = {}
+        self.threads: dict[str, None] = {}  # threads the answer created
         # Set by the proxy when the answer is under a parent the tenant owns (or is a
         # create of its own): objects it holds and the request did not name become its.
         self.sighting = False
@@ -79,10 +85,15 @@ class Observer:
                 if observation.id not in self._created:
                     self._created.add(observation.id)
                     created.append(observation)
+                if observation.kind == Kind.THREAD:
+                    self.threads[observation.id] = None
             else:
                 self._rest.append(observation)
             if isinstance(observation, RunSeen):
                 Tracing.run(self._span, observation)
+                self.runs[observation.id] = None
+            elif isinstance(observation, ResponseSeen):
+                self.responses[observation.id] = None
         return created
 
     def _sight(self, document: object) -> None:

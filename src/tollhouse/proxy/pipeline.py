@@ -22,7 +22,10 @@ from tollhouse.api.errors import (
     unparseable_body,
 )
 from tollhouse.api.paths import path_problem
+from tollhouse.ledger.follow import FOLLOWING, Exchanged
 from tollhouse.ledger.writer import LedgerWriter
+from tollhouse.metering.assistants import messages_added
+from tollhouse.metering.flows import api_of
 from tollhouse.proxy.asgi import (
     ClientDisconnected,
     Receive,
@@ -34,6 +37,7 @@ from tollhouse.proxy.asgi import (
     wait_for_disconnect,
 )
 from tollhouse.proxy.codings import Undecodable
+from tollhouse.proxy.flows import body_flow, take_flow
 from tollhouse.proxy.isolate import (
     Named,
     Refused,
@@ -80,12 +84,17 @@ class _Exchange:
         "_metrics",
         "_writer",
         "decision",
+        "ended",
+        "first_byte",
+        "flow",
         "identity",
+        "messages",
         "observer",
         "operation",
         "span",
         "started",
         "status",
+        "streamed",
         "touches",
         "upstream_started",
     )
@@ -115,11 +124,53 @@ class _Exchange:
         self.upstream_started: float | None = None
         self.touches = True  # a success moves the last use of the objects it names
         self._done = False
+        self.flow: str | None = None
+        self.messages = 0
+        self.streamed = False
+        self.first_byte: float | None = None
+        self.ended: float | None = None
+
+    def tag(self, body: object) -> None:
+        """What the request body adds: messages to a thread; a flow name in its metadata, for
+        a create not tagged by its header."""
+        self.messages = messages_added(self.operation.name, body)
+        if self.flow is None and self.operation.creates is not None:
+            self.flow = body_flow(body)
+
+    def first_out(self) -> None:
+        """The first byte of the answer's body is going out."""
+        if self.first_byte is None:
+            self.first_byte = self._clock()
+
+    def exchanged(self) -> Exchanged | None:
+        """For the ledger: what this request was and how long its answer took (none
+        if no answer came from upstream)."""
+        if self.status is None or self.ended is None:
+            return None
+        if self.flow is None and not self.messages and self.operation.name not in FOLLOWING:
+            return None  # nothing the ledger keeps: not even built
+        first = self.ended if self.first_byte is None else min(self.first_byte, self.ended)
+        observer = self.observer
+        return Exchanged(
+            tenant=self.identity.tenant,
+            operation=self.operation.name,
+            api=api_of(self.operation.name),
+            status=self.status,
+            streamed=self.streamed,
+            runs=tuple(observer.runs),
+            responses=tuple(observer.responses),
+            flow=self.flow,
+            thread=self.operation.params.get("thread_id") or next(iter(observer.threads), None),
+            messages=self.messages,
+            first_byte_ms=round((first - self.started) * 1000),
+            last_byte_ms=round((self.ended - self.started) * 1000),
+        )
 
     def finish(self, outcome: str) -> None:
         if self._done:
             return
         self._done = True
+        self.ended = self._clock()
         metrics, operation = self._metrics, self.operation
         if outcome == "forwarded":
             outcome = self.decision.outcome  # forwarded, or shadow_throttled
@@ -187,6 +238,7 @@ class Proxy:
         operation = classify(method, path)
         try:
             identity, headers = self._tenants().identify(forwarded_headers(scope["headers"]))
+            flow, headers = take_flow(headers)
         except IdentityRefused as exc:
             log.info("refused %s %s: %s", method, operation.name, exc)
             await self._refuse(send, OTHER, OTHER, operation, "rejected", exc.response())
@@ -226,6 +278,7 @@ class Proxy:
             observer,
             span,
         )
+        exchange.flow = flow
         self._metrics.in_flight.inc()
         try:
             await self._forward(scope, receive, send, exchange, headers)
@@ -234,6 +287,8 @@ class Proxy:
             exchange.finish("forwarded")  # no-op unless a path below left it unrecorded
             # what was seen goes to the ledger even when the stream broke or the client left
             observer.hand_over()
+            if (exchanged := exchange.exchanged()) is not None:
+                self._writer.exchanged(exchanged)
 
     async def _refuse(
         self,
@@ -266,6 +321,7 @@ class Proxy:
             else:  # nothing to check: the body streams as it comes
                 body, document = await request_body(receive), None
             named = named_ids(operation, raw_path, query, document)
+            exchange.tag(body)
             twins, owned_parent = await self._isolate(tenant, operation, named)
             if twins:
                 raw_path, query = twins.path(raw_path), twins.query(query)
@@ -446,6 +502,7 @@ class Proxy:
             "headers": response.headers,
         }
         exchange.status = response.status
+        exchange.streamed = response.content_type == "text/event-stream"
         observing = observes(exchange.operation, response.status)
         if observing:
             coding = header(response.headers, b"content-encoding") or b""
@@ -500,6 +557,7 @@ class Proxy:
     ) -> None:
         observer = exchange.observer
         async for chunk in response.chunks():
+            exchange.first_out()
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if observing:
                 observer.chunk(chunk)
