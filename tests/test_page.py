@@ -7,6 +7,8 @@ down; and the page in a real headless browser (its DOM and a screenshot).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import struct
@@ -77,6 +79,7 @@ class Parsed:
     unpriced: list[dict[str, str]] = field(default_factory=list)
     bars: dict[str, list[tuple[str, str, dict[str, str]]]] = field(default_factory=dict)
     buckets: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    migration: dict[str, dict[str, str]] = field(default_factory=dict)  # tenant -> field -> value
     sections: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     text: str = ""
@@ -127,6 +130,9 @@ class PageParser(HTMLParser):
         elif kind == "bucket":
             self._row = {}
             self.page.buckets.setdefault(self._tenant, {})[a["data-class"]] = self._row
+        elif kind == "migration":
+            self._row = {}
+            self.page.migration[a["data-tenant"]] = self._row
         if "data-field" in a and self._row is not None:
             self._row[a["data-field"]] = a["data-value"]
             if tag == "td" and self._row_tenant is not None:
@@ -443,6 +449,31 @@ def test_the_page_says_what_tollhouse_report_says(served: tuple[RunningProxy, st
         and sample.labels["outcome"] == "throttled"
     )
     assert float(refused["throttled"]) == throttled == 1
+
+
+def test_the_migration_panel_says_what_tollhouse_migration_says(
+    served: tuple[RunningProxy, str],
+) -> None:
+    proxy, database_url = served
+    query = period()
+    page = parse(httpx.get(proxy.admin.url + "/", params=query, timeout=30).text)
+    options = [f"--{name}={value}" for name, value in query.items()]
+    done = subprocess.run(
+        [sys.executable, "-m", "tollhouse", "migration", "--format", "csv", *options,
+         f"--now={page.main['data-now']}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TOLLHOUSE_DATABASE_URL": database_url},
+        check=False,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {row["tenant"]: row for row in csv.DictReader(io.StringIO(done.stdout))}
+    assert set(page.migration) == set(rows) == {"acme", "globex"}
+    for tenant, shown in page.migration.items():
+        assert shown == {name: rows[tenant][name] for name in shown}
+    assert page.migration["acme"]["runs"] == "2"
+    assert Decimal(page.migration["acme"]["responses_cost_usd"]) > 0
 
 
 def total_of(kinds: dict[str, str]) -> Decimal:

@@ -42,6 +42,8 @@ from tollhouse.proxy.edge import (
     raise_open_files_limit,
 )
 from tollhouse.report.build import build_report
+from tollhouse.report.migration import Migration, build_migration, idle_before
+from tollhouse.report.migration_query import fetch_migration_usage
 from tollhouse.report.page import PageData, PeriodError, bucket_levels, page_period, render_page
 from tollhouse.upstream.forward import UpstreamError
 
@@ -264,7 +266,8 @@ class Tollhouse:
                 build_report, self.engine, self.pricing, since, until, now, pricing_source=source
             )
             report, by_day = await asyncio.to_thread(lambda: (read(), read(group_by="day")))
-            data = replace(data, report=report, by_day=by_day)
+            migration = await asyncio.to_thread(self._migration, since, until, now)
+            data = replace(data, report=report, by_day=by_day, migration=migration)
         except PeriodError as exc:
             data, status = replace(data, query=query, problem=str(exc)), 400
         except SQLAlchemyError as exc:
@@ -273,6 +276,13 @@ class Tollhouse:
             data, status = replace(data, problem=f"The ledger cannot be read: {reason}"), 503
         html = await asyncio.to_thread(render_page, data)  # a long period is a big page
         return HTMLResponse(html, status, {"Cache-Control": "no-store"})
+
+    def _migration(self, since: datetime, until: datetime, now: datetime) -> Migration:
+        """The migration summary for the page: the same as ``tollhouse migration``'s."""
+        start, end = int(since.timestamp()), int(until.timestamp())
+        cleanup = self.current.policy().cleanup
+        usage = fetch_migration_usage(self.engine, start, end, None, idle_before(cleanup, end))
+        return build_migration(usage, self.pricing, cleanup, since, until, now)
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

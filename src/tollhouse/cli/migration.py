@@ -17,19 +17,10 @@ from tollhouse.ledger.engine import DatabaseUrlError
 from tollhouse.metering.pricing import PricingError, load_pricing
 from tollhouse.report.flows import build_flows
 from tollhouse.report.flows_render import RENDERERS as FLOW_RENDERERS
-from tollhouse.report.migration import POLICY_KINDS, build_migration
+from tollhouse.report.migration import build_migration, idle_before
 from tollhouse.report.migration_query import fetch_migration_usage
 from tollhouse.report.migration_render import RENDERERS
 from tollhouse.report.render import FORMATS, month_start, utc_text
-
-
-def _idle_before(policy: Policy, end: int) -> int:
-    """The latest last use an object idle for some tenant's TTL can have (a query bound)."""
-    cleanup = policy.cleanup
-    ttls = [cleanup.ttl.get(name) for name in POLICY_KINDS.values()]
-    ttls += [t.ttl.get(name) for t in cleanup.tenants.values() for name in POLICY_KINDS.values()]
-    shortest = min((ttl for ttl in ttls if ttl is not None), default=None)
-    return end - shortest if shortest is not None else 0
 
 
 @click.command("migration")
@@ -107,7 +98,7 @@ def migration_command(
             rows = build_flows(engine, table, start, end, tenant)
             click.echo(FLOW_RENDERERS[output_format](rows), nl=False)
             return
-        usage = fetch_migration_usage(engine, start, end, tenant, _idle_before(policy, end))
+        usage = fetch_migration_usage(engine, start, end, tenant, idle_before(policy.cleanup, end))
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         shown = _shown(settings.database_url)

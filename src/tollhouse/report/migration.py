@@ -279,6 +279,14 @@ def unused_counts(
     return counts
 
 
+def idle_before(cleanup: Cleanup, end: int) -> int:
+    """The latest last use an object idle for some tenant's TTL can have (a query bound)."""
+    ttls = [cleanup.ttl.get(name) for name in POLICY_KINDS.values()]
+    ttls += [t.ttl.get(name) for t in cleanup.tenants.values() for name in POLICY_KINDS.values()]
+    shortest = min((ttl for ttl in ttls if ttl is not None), default=None)
+    return end - shortest if shortest is not None else 0
+
+
 def build_migration(
     usage: MigrationUsage,
     table: PricingTable,

@@ -21,6 +21,8 @@ from prometheus_client import Metric
 
 from tollhouse.report.build import Report
 from tollhouse.report.chart import colour, daily_costs, level
+from tollhouse.report.migration import Migration
+from tollhouse.report.migration_render import csv_row
 from tollhouse.report.render import (
     month_start,
     parse_moment,
@@ -61,6 +63,7 @@ class PageData:
     buckets: Sequence[Bucket]
     problem: str | None = None
     query: Mapping[str, str] = field(default_factory=dict)
+    migration: Migration | None = None
 
 
 def page_period(query: Mapping[str, str], now: datetime) -> tuple[datetime, datetime]:
@@ -321,9 +324,38 @@ def _budget_spent(data: PageData) -> str:
     return ""
 
 
+MIGRATION_FIELDS = (
+    "tenant",
+    "assistants",
+    "threads",
+    "runs",
+    "responses",
+    "assistants_cost_usd",
+    "responses_cost_usd",
+    "unused_objects",
+)
+
+
 def _migration_summary(data: PageData) -> str:
-    """Hook: the "migration summary" panel (Assistants to Responses) goes here."""
-    return ""
+    """Per tenant: what its Assistants work cost, what it would cost on Responses, and what
+    would not need migrating; the numbers are ``tollhouse migration --format csv``'s."""
+    if data.migration is None or not data.migration.tenants:
+        return ""
+    head = "".join(f"<th>{_e(name.replace('_', ' '))}</th>" for name in MIGRATION_FIELDS)
+    rows = []
+    for item in data.migration.tenants:
+        fields = csv_row(item)
+        cells = "".join(
+            f"<td data-field={_a(name)} data-value={_a(fields[name])}>{_e(fields[name])}</td>"
+            for name in MIGRATION_FIELDS
+        )
+        rows.append(f"<tr data-row=migration data-tenant={_a(item.tenant)}>{cells}</tr>")
+    assumptions = "".join(f"<li>{_e(text)}</li>" for text in data.migration.assumptions)
+    return (
+        "<section class=migration><h2>Migrating to Responses</h2>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<details><summary>Assumptions</summary><ul>{assumptions}</ul></details></section>"
+    )
 
 
 def _notes(data: PageData) -> str:
