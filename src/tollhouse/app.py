@@ -26,6 +26,7 @@ from starlette.routing import Route
 from tollhouse.compose import StartupRefused, serving
 from tollhouse.config.policy import Policy, PolicyError, load_policy
 from tollhouse.config.settings import Settings
+from tollhouse.jobs.budget_seed import seed_budgets
 from tollhouse.jobs.collector import Collector, recovery_since
 from tollhouse.jobs.schedule import collector_scheduler, schedule_cleanup
 from tollhouse.ledger.engine import migrate
@@ -58,6 +59,8 @@ class Tollhouse:
         self.forwarder, self.writer = shared.forwarder, parts.writer
         self.ownership, self.tracing, self.proxy = parts.ownership, parts.tracing, parts.proxy
         self.cleaner, self.collector, self.leases = parts.cleaner, parts.collector, parts.leases
+        self.spending = parts.spending
+        self._seeding: asyncio.Task[None] | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.marker = settings.running_marker or settings.spool_path.with_suffix(".running")
         self._recovery: asyncio.Task[None] | None = None
@@ -97,6 +100,9 @@ class Tollhouse:
         await asyncio.to_thread(migrate, self.engine)
         since = self._arm_marker()
         self.writer.start()
+        self._seeding = asyncio.create_task(
+            seed_budgets(self.spending, self.engine, self.pricing, self._clock)
+        )
         await self.forwarder.open()
         if self.collector is not None:
             self.collector.started()
@@ -183,7 +189,8 @@ class Tollhouse:
     async def shutdown(self) -> None:
         """Stop the jobs, flush the ledger writer, and remove the running marker."""
         self.ready = False
-        tasks = [t for t in (self._heartbeat, self._recovery) if t is not None and not t.done()]
+        running = (self._heartbeat, self._recovery, self._seeding)
+        tasks = [t for t in running if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -201,6 +208,7 @@ class Tollhouse:
         await self.ownership.settled()  # sightings being confirmed reach the writer
         self.ownership.close()
         await self.writer.close()
+        await self.spending.close()  # the settlements handed over reach the store first
         # Everything handed to the writer is in the ledger or the spool now. A recovery
         # still unfinished keeps the marker, so the next start takes it up again.
         if not self.recovery_pending:

@@ -46,6 +46,7 @@ from tollhouse.proxy.isolate import (
 from tollhouse.proxy.lists import MAX_PAGES, SHARED_LISTS, BadPaging, ListRequest, filtered_list
 from tollhouse.proxy.observe import Observer, observes
 from tollhouse.proxy.ownership import LedgerUnavailable, Ownership
+from tollhouse.proxy.spend import Hold, Spending
 from tollhouse.proxy.tarpit import Tarpit
 from tollhouse.proxy.tenants import OTHER, Identity, IdentityRefused, Tenants
 from tollhouse.proxy.twins import StreamRestorer, Twins
@@ -155,7 +156,9 @@ class Proxy:
         max_body: int = MAX_JSON_BODY,
         list_pages: int = MAX_PAGES,
         tarpit: Tarpit | None = None,
+        spending: Spending | None = None,
     ) -> None:
+        self._spending = spending
         self._tarpit = tarpit if tarpit is not None else Tarpit(0.0)
         self._max_body = max_body
         self._list_pages = list_pages
@@ -207,6 +210,10 @@ class Proxy:
             return
         if connection:
             self._tarpit.admitted(connection)
+        budgeted = await self._spend(send, receive, identity, operation)
+        if budgeted is None:
+            return
+        hold, receive, send = budgeted
         if operation.name == RUN_POLL:
             self._metrics.run_polls.labels(identity.label).inc()
         span = self._tracing.start(operation, method, identity.tenant, operation.request_class)
@@ -225,10 +232,31 @@ class Proxy:
         self._metrics.in_flight.inc()
         try:
             await self._forward(scope, receive, send, exchange, headers)
+        except BaseException:
+            if self._spending is not None:
+                self._spending.release(hold)  # what the request cost, if anything, is unknown
+            raise
         finally:
             self._metrics.in_flight.dec()
             exchange.finish("forwarded")  # no-op unless a path below left it unrecorded
-        observer.hand_over()
+        if self._spending is not None:  # the costs observed are committed, then it is released
+            self._spending.settle(hold, observer.hand_over)
+        else:
+            observer.hand_over()
+
+    async def _spend(
+        self, send: Send, receive: Receive, identity: Identity, operation: Operation
+    ) -> tuple[Hold | None, Receive, Send] | None:
+        """Spend budgets: a cost-creating request's worst case reserved, or it is refused
+        (None: answered). Budgeted tenants' answers carry what remains of their budget."""
+        if self._spending is None:
+            return None, receive, send
+        spent, receive = await self._spending.admit(identity.tenant, operation, receive)
+        if isinstance(spent, ErrorResponse):
+            tenant, label = identity.tenant, identity.label
+            await self._refuse(send, tenant, label, operation, "throttled", spent)
+            return None
+        return spent, receive, self._spending.with_headers(send, identity.tenant, spent)
 
     async def _refuse(
         self,
