@@ -60,7 +60,7 @@ class Tollhouse:
         self.ownership, self.tracing, self.proxy = parts.ownership, parts.tracing, parts.proxy
         self.cleaner, self.collector, self.leases = parts.cleaner, parts.collector, parts.leases
         self.spending = parts.spending
-        self._seeding: asyncio.Task[None] | None = None
+        self.seeding: asyncio.Task[None] | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.marker = settings.running_marker or settings.spool_path.with_suffix(".running")
         self._recovery: asyncio.Task[None] | None = None
@@ -100,7 +100,7 @@ class Tollhouse:
         await asyncio.to_thread(migrate, self.engine)
         since = self._arm_marker()
         self.writer.start()
-        self._seeding = asyncio.create_task(
+        self.seeding = asyncio.create_task(
             seed_budgets(self.spending, self.engine, self.pricing, self._clock)
         )
         await self.forwarder.open()
@@ -189,7 +189,7 @@ class Tollhouse:
     async def shutdown(self) -> None:
         """Stop the jobs, flush the ledger writer, and remove the running marker."""
         self.ready = False
-        running = (self._heartbeat, self._recovery, self._seeding)
+        running = (self._heartbeat, self._recovery, self.seeding)
         tasks = [t for t in running if t is not None and not t.done()]
         for task in tasks:
             task.cancel()

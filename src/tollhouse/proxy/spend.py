@@ -61,6 +61,7 @@ class Hold:
     keys: list[str]
     standings: list[Standing]
     done: bool = False  # released, or left in flight until a running object's cost is known
+    ended: bool = False  # its request is over
 
 
 @dataclass
@@ -102,6 +103,12 @@ class Spending:
         self._queue: deque[tuple[str, Callable[[], Awaitable[object]]]] = deque()
         self._drainer: asyncio.Task[None] | None = None
         self._settling: Hold | None = None
+        self._open = 0  # requests holding a reservation that have not ended
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # A store in memory starts empty: what finished before this start is in the ledger,
+        # counted by the seeding, and must not count again when it is seen again.
+        self._started = int(clock()) if store.name == "memory" else None  # (whole seconds)
         self._initialise()
 
     def _initialise(self) -> None:
@@ -160,6 +167,8 @@ class Spending:
         if refused is not None:
             self._metrics.budget_refusals.labels(self._label(tenant)).inc()
             return refusal(tenant, hold.standings[refused], amount), receive
+        self._open += 1
+        self._idle.clear()
         return hold, receive
 
     def headers(self, tenant: str, hold: Hold | None) -> list[tuple[bytes, bytes]]:
@@ -197,14 +206,20 @@ class Spending:
             hand_over()
         finally:
             self._settling = None
-        self.release(hold)
+            self.release(hold)
 
     def release(self, hold: Hold | None) -> None:
         """Take a request's reservation out of flight (its request failed or is settled)."""
-        if hold is None or hold.done:
+        if hold is None:
             return
-        hold.done = True
-        self._enqueue(hold.tenant, lambda: self._store.release(hold.id, hold.keys))
+        if not hold.done:
+            hold.done = True
+            self._enqueue(hold.tenant, lambda: self._store.release(hold.id, hold.keys))
+        if not hold.ended:
+            hold.ended = True
+            self._open -= 1
+            if not self._open:
+                self._idle.set()
 
     def metered(self, tenant: str, observations: Iterable[Sighting]) -> None:
         """The ledger writer's hook: costs made final by what it was handed, committed once."""
@@ -224,6 +239,8 @@ class Spending:
                 self._enqueue(tenant, partial(self._park, hold, running))
 
     def _commit(self, tenant: str, cost: Metered, now: float) -> None:
+        if self._started is not None and cost.at is not None and cost.at < self._started:
+            return
         found = self.periods(tenant, cost.at)
         live = [p for p in found if p.expires_at > now]
         if not live:
@@ -249,7 +266,7 @@ class Spending:
         (by period name); the live count may already be ahead of it."""
         found = [p for p in self.periods(tenant, at) if p.name in ledger]
         await self._store.seed(_keys(found), [micros(ledger[p.name]) for p in found])
-        await self._refresh(tenant)
+        await self.refresh(tenant)
 
     def seeded(self, done: bool) -> None:
         self._metrics.budget_seeded.set(1 if done else 0)
@@ -262,22 +279,27 @@ class Spending:
             self._drainer = asyncio.create_task(self._drain(), name="spend-settlements")
 
     async def _drain(self) -> None:
-        """Settlements in the order they were made: a commit before the release after it."""
-        touched: set[str] = set()
-        while self._queue:
-            tenant, step = self._queue.popleft()
-            touched.add(tenant)
-            try:
-                await step()
-            except SpendUnavailable as exc:
-                # A lost release ends with its hold's time; a lost commit is in the ledger,
-                # and counts again from the next start's seeding.
-                log.warning("spend store unreachable, a settlement for %s is lost: %s", tenant, exc)
-                self._metrics.budget_store_errors.inc()
-        for tenant in touched:
-            await self._refresh(tenant)
+        """Settlements in the order they were made: a commit before the release after it.
 
-    async def _refresh(self, tenant: str) -> None:
+        Runs until the queue is empty with nothing awaited since it was last looked at,
+        so whatever is queued meanwhile (while spend is refreshed) is drained too.
+        """
+        while self._queue:
+            touched: set[str] = set()
+            while self._queue:
+                tenant, step = self._queue.popleft()
+                touched.add(tenant)
+                try:
+                    await step()
+                except SpendUnavailable as exc:
+                    # A lost release ends with its hold's time; a lost commit is in the
+                    # ledger, and counts again from the next start's seeding.
+                    log.warning("spend store unreachable, a settlement is lost: %s", exc)
+                    self._metrics.budget_store_errors.inc()
+            for tenant in touched:
+                await self.refresh(tenant)
+
+    async def refresh(self, tenant: str) -> None:
         found = self.periods(tenant)
         if not found:
             return
@@ -298,12 +320,17 @@ class Spending:
             self._metrics.budget_spent_usd.labels(label, name).set(usd(standing.spent))
 
     async def settled(self) -> None:
-        """Wait until every settlement handed over so far reached the store."""
+        """Wait until no request holds a reservation and every settlement reached the store."""
+        await self._idle.wait()
+        await self._drained()
+
+    async def _drained(self) -> None:
         while self._drainer is not None and not self._drainer.done():
             await asyncio.shield(self._drainer)
 
     async def close(self) -> None:
-        await self.settled()
+        """Send what was handed over to the store (requests have ended), and close it."""
+        await self._drained()
         await self._store.close()
 
 
