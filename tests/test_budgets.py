@@ -12,6 +12,7 @@ hard limit, and no response more than the limit allows is admitted.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
@@ -27,6 +28,7 @@ import redis.asyncio as aioredis
 
 from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread, serve
+from tests.services import require
 from tollhouse.config.policy import Budgets, Policy, TenantBudget, parse_policy
 from tollhouse.metering.costs import token_cost
 from tollhouse.metering.estimate import Estimator, load_o200k
@@ -588,3 +590,24 @@ def test_a_new_start_counts_what_the_ledger_already_has(
         proxy.run(finished(seeding))
         assert proxy.sample("tollhouse_budget_seeded") == 1
         assert spent(proxy) == pytest.approx(float(truth), abs=1e-4)
+
+
+def test_budget_metrics_pass_promtool_check_metrics(upstream: ServerThread, clock: Clock) -> None:
+    with running_proxy(
+        upstream.url + "/v1", policy=policy(monthly=Decimal("20")), clock=clock
+    ) as proxy:
+        assert asyncio.run(burst([proxy], 1))[0][0] is not None
+        settled(proxy)
+        exposition = httpx.get(proxy.admin.url + "/metrics").text
+    for name in ("tollhouse_budget_usd", "tollhouse_budget_spent_usd", "tollhouse_budget_soft_usd"):
+        assert f"{name}{{" in exposition
+    assert 'tollhouse_budget_usd{period="monthly",tenant="acme"} 20.0' in exposition
+    assert (
+        'tollhouse_budget_soft_usd{period="daily",tenant="acme",threshold="0.95"} 0.95'
+        in exposition
+    )
+    assert 'tollhouse_budget_refusals_total{tenant="acme"} 0.0' in exposition
+    checked = subprocess.run(
+        [require("promtool"), "check", "metrics"], input=exposition, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -313,11 +313,14 @@ class Spending:
 
     def _show(self, tenant: str, standings: list[Standing]) -> None:
         self._shown.setdefault(tenant, _Shown()).standings = standings
-        label = self._label(tenant)
+        label, metrics = self._label(tenant), self._metrics
+        thresholds = self._policy().budgets.thresholds(tenant)
         for standing in standings:
-            name = standing.period.name
-            self._metrics.budget_usd.labels(label, name).set(usd(standing.period.limit))
-            self._metrics.budget_spent_usd.labels(label, name).set(usd(standing.spent))
+            name, limit = standing.period.name, usd(standing.period.limit)
+            metrics.budget_usd.labels(label, name).set(limit)
+            metrics.budget_spent_usd.labels(label, name).set(usd(standing.spent))
+            for fraction in thresholds:
+                metrics.budget_soft_usd.labels(label, name, f"{fraction:g}").set(limit * fraction)
 
     async def settled(self) -> None:
         """Wait until no request holds a reservation and every settlement reached the store."""

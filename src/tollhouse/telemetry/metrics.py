@@ -329,6 +329,13 @@ class Metrics:
             ["tenant", "period"],
             registry=registry,
         )
+        self.budget_soft_usd = Gauge(
+            "tollhouse_budget_soft_usd",
+            "A soft threshold of a tenant's spend budget (for alerts), in USD; `threshold` is "
+            "its fraction of the hard limit.",
+            ["tenant", "period", "threshold"],
+            registry=registry,
+        )
         self.budget_refusals = Counter(
             "tollhouse_budget_refusals",
             "Requests refused with insufficient_quota because a spend budget was used up.",
