@@ -611,3 +611,39 @@ def test_budget_metrics_pass_promtool_check_metrics(upstream: ServerThread, cloc
         [require("promtool"), "check", "metrics"], input=exposition, capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_without_the_store_requests_are_admitted_and_counted(
+    upstream: ServerThread, clock: Clock
+) -> None:
+    unreachable = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    with running_proxy(
+        upstream.url + "/v1", policy=policy(), clock=clock, buckets_url=unreachable
+    ) as proxy:
+        results = asyncio.run(burst([proxy], 3))
+        assert all(rid is not None for rid, _ in results)
+        settled(proxy)
+        # 3 admissions unchecked; their commits lost (the ledger has them for the next start)
+        assert proxy.sample("tollhouse_budget_store_errors_total") >= 3
+        assert creations(upstream) == 3
+
+
+def test_a_chat_completion_whose_worst_case_does_not_fit_is_refused_unretried(
+    upstream: ServerThread, clock: Clock
+) -> None:
+    with running_proxy(
+        upstream.url + "/v1", policy=policy(daily=Decimal("0.10")), clock=clock
+    ) as proxy:
+        client = openai.OpenAI(  # the official client with its default retries
+            base_url=proxy.url + "/v1", api_key="sk-test", default_headers={HEADER: "acme"}
+        )
+        messages: list[Any] = [{"role": "user", "content": "hello"}]
+        small = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=100)
+        assert small.usage is not None
+        # 20,000 output tokens at $10 a million: $0.20 could not fit in $0.10 at any time
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model=MODEL, messages=messages, max_tokens=20_000)
+        assert_refused(caught.value, amount="$0.10")
+        client.close()
+        chats = [r for r in simulated(upstream).requests if r.path == "/v1/chat/completions"]
+        assert len(chats) == 1
