@@ -351,17 +351,22 @@ def creations(upstream: ServerThread) -> int:
     )
 
 
-def cost_of(upstream: ServerThread, response_ids: list[str]) -> Decimal:
-    """What the simulator says the responses used, priced: the truth spend is checked against."""
-    pricing, total = load_pricing(), Decimal(0)
+def costs_of(upstream: ServerThread, response_ids: list[str]) -> list[Decimal]:
+    """What the simulator says each response used, priced: the truth spend is checked against."""
+    pricing, costs = load_pricing(), []
     for run in simulated(upstream).responses:
         if run.obj["id"] in response_ids:
             usage = run.obj["usage"]
             day = datetime.fromtimestamp(run.obj["created_at"], UTC).date()
             cost = token_cost(pricing, MODEL, usage["input_tokens"], usage["output_tokens"], day)
             assert cost is not None
-            total += cost
-    return total
+            costs.append(cost)
+    assert len(costs) == len(response_ids)
+    return costs
+
+
+def cost_of(upstream: ServerThread, response_ids: list[str]) -> Decimal:
+    return sum(costs_of(upstream, response_ids), Decimal(0))
 
 
 def async_client(proxy: RunningProxy, tenant: str = "acme") -> openai.AsyncOpenAI:
@@ -434,8 +439,11 @@ def test_fifty_concurrent_responses_hold_a_one_dollar_budget(
         # stays within the limit, and the first limit // worst case ones all got in.
         each = worst(estimator)
         assert Decimal("0.05") < each < Decimal("0.06")
-        truth = cost_of(upstream, admitted)
-        assert truth <= LIMIT
+        costs = costs_of(upstream, admitted)
+        overrun = sum((max(Decimal(0), cost - each) for cost in costs), Decimal(0))
+        assert overrun == 0  # every response cost less than the worst case reserved for it
+        truth = sum(costs, Decimal(0))
+        assert truth <= LIMIT + overrun
         assert len(admitted) >= int(LIMIT // each)
         assert len(admitted) * Decimal("0.05") <= LIMIT  # (each costs over $0.05)
         assert refused
