@@ -30,6 +30,7 @@ from tollhouse import __version__
 from tollhouse.compose import StartupRefused, serving
 from tollhouse.config.policy import Policy, PolicyError, load_policy
 from tollhouse.config.settings import Settings
+from tollhouse.jobs.budget_seed import seed_budgets
 from tollhouse.jobs.collector import Collector, recovery_since
 from tollhouse.jobs.schedule import collector_scheduler, schedule_bill_check, schedule_cleanup
 from tollhouse.ledger.engine import migrate
@@ -75,6 +76,8 @@ class Tollhouse:
         self.ownership, self.tracing, self.proxy = parts.ownership, parts.tracing, parts.proxy
         self.cleaner, self.collector, self.leases = parts.cleaner, parts.collector, parts.leases
         self.bill_check = parts.bill_check
+        self.spending = parts.spending
+        self.seeding: asyncio.Task[None] | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.marker = settings.running_marker or settings.spool_path.with_suffix(".running")
         self._recovery: asyncio.Task[None] | None = None
@@ -117,6 +120,9 @@ class Tollhouse:
         await asyncio.to_thread(migrate, self.engine)
         since = self._arm_marker()
         self.writer.start()
+        self.seeding = asyncio.create_task(
+            seed_budgets(self.spending, self.engine, self.pricing, self._clock)
+        )
         await self.forwarder.open()
         if self.collector is not None:
             self.collector.started()
@@ -208,7 +214,8 @@ class Tollhouse:
     async def shutdown(self) -> None:
         """Stop the jobs, flush the ledger writer, and remove the running marker."""
         self.ready = False
-        tasks = [t for t in (self._heartbeat, self._recovery) if t is not None and not t.done()]
+        running = (self._heartbeat, self._recovery, self.seeding)
+        tasks = [t for t in running if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -226,6 +233,7 @@ class Tollhouse:
         await self.ownership.settled()  # sightings being confirmed reach the writer
         self.ownership.close()
         await self.writer.close()
+        await self.spending.close()  # the settlements handed over reach the store first
         # Everything handed to the writer is in the ledger or the spool now. A recovery
         # still unfinished keeps the marker, so the next start takes it up again.
         if not self.recovery_pending:

@@ -27,13 +27,15 @@ from tollhouse.ledger.engine import engine_from_url
 from tollhouse.ledger.lease import JobLease, job_ttl
 from tollhouse.ledger.spool import Spool
 from tollhouse.ledger.writer import LedgerWriter
+from tollhouse.metering.estimate import Estimator, load_o200k
 from tollhouse.metering.pricing import PricingTable, load_pricing
 from tollhouse.proxy.ownership import Ownership
 from tollhouse.proxy.pipeline import Proxy
+from tollhouse.proxy.spend import Spending
 from tollhouse.proxy.tarpit import Tarpit
 from tollhouse.proxy.tenants import Tenants
 from tollhouse.quota.admission import Quota
-from tollhouse.quota.backends import Buckets, buckets_from_url
+from tollhouse.quota.backends import Buckets, buckets_from_url, spend_from_url
 from tollhouse.telemetry.metrics import Metrics
 from tollhouse.telemetry.tracing import Tracing, exporter_from_env
 from tollhouse.upstream.forward import Forwarder, UpstreamSettings
@@ -198,6 +200,7 @@ class Serving:
     ownership: Ownership
     tracing: Tracing
     proxy: Proxy
+    spending: Spending
     cleaner: Cleaner | None = None
     collector: Collector | None = None
     leases: dict[str, JobLease] = field(default_factory=dict)
@@ -213,6 +216,17 @@ def serving(
 ) -> Serving:
     shared = core(settings, policy, registry)
     current = shared.current
+    spending = Spending(
+        spend_from_url(settings.buckets_url, clock),
+        current.policy,
+        shared.pricing,
+        # o200k takes a second to load: only where budgets are set at start (else by bytes)
+        Estimator(load_o200k() if current.policy().budgets.tenants else None),
+        shared.metrics,
+        current.label,
+        clock,
+        settings.max_json_body_bytes,
+    )
     writer = LedgerWriter(
         shared.engine,
         shared.metrics,
@@ -221,6 +235,7 @@ def serving(
         current.label,
         clock=clock,
         owner_timeout=settings.owner_write_timeout,
+        metered=spending.metered,
     )
     ownership = Ownership(
         shared.engine,
@@ -241,8 +256,9 @@ def serving(
         max_body=settings.max_json_body_bytes,
         list_pages=settings.list_scan_pages,
         tarpit=Tarpit(settings.early_retry_hold),
+        spending=spending,
     )
-    parts = Serving(shared, writer, ownership, tracing, proxy)
+    parts = Serving(shared, writer, ownership, tracing, proxy, spending)
     if settings.admin_api_key is not None:
         parts.bill_check = BillCheck(
             shared.engine,

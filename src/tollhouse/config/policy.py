@@ -8,8 +8,10 @@ field it is in, so ``tollhouse check-policy`` can be run in CI before a deploy.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from apscheduler.triggers.cron import CronTrigger
@@ -263,6 +265,96 @@ class Cleanup(_Frozen):
         return self.ttl.get(kind)
 
 
+# -- spend budgets --------------------------------------------------------------------
+
+# The operations that create cost, and the worst case each is reserved at when its body
+# does not say more (a model call naming its model and output limit is priced from them).
+DEFAULT_WORST_CASE_USD: dict[str, Decimal] = {
+    "threads.runs.create": Decimal("0.50"),
+    "threads.create_and_run": Decimal("0.50"),
+    "responses.create": Decimal("0.50"),
+    "chat.completions.create": Decimal("0.50"),
+    "containers.create": Decimal("0.03"),
+    "vector_stores.files.create": Decimal("0.01"),
+    "vector_stores.file_batches.create": Decimal("0.01"),
+}
+CostingOperation = Literal[
+    "threads.runs.create",
+    "threads.create_and_run",
+    "responses.create",
+    "chat.completions.create",
+    "containers.create",
+    "vector_stores.files.create",
+    "vector_stores.file_batches.create",
+]
+Usd = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=6)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{value!r} is not an IANA time zone like 'UTC' or 'Europe/Berlin'"
+        ) from None
+    return value
+
+
+def _ascending(value: tuple[float, ...]) -> tuple[float, ...]:
+    if list(value) != sorted(set(value)):
+        raise ValueError(
+            "soft thresholds must be distinct and in ascending order, like [0.8, 0.95]"
+        )
+    return value
+
+
+Thresholds = Annotated[tuple[Fraction, ...], AfterValidator(_ascending)]
+
+
+class TenantBudget(_Frozen):
+    """A tenant's hard limits in USD per calendar day and month (either may be left out)."""
+
+    daily_usd: Usd | None = None
+    monthly_usd: Usd | None = None
+    soft: Thresholds | None = None  # fractions of the hard limit; None: the budgets' own
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> TenantBudget:
+        if self.daily_usd is None and self.monthly_usd is None:
+            raise ValueError("give daily_usd, monthly_usd or both")
+        return self
+
+
+class Budgets(_Frozen):
+    """Spend budgets: calendar periods in ``time_zone``, soft thresholds for alerts, and
+    the worst case a cost-creating request is reserved at when its body does not say."""
+
+    time_zone: Annotated[str, AfterValidator(_time_zone)] = "UTC"
+    soft: Thresholds = (0.8, 0.95)
+    tenants: dict[str, TenantBudget] = {}
+    worst_case_usd: dict[CostingOperation, Usd] = {}
+    default_output_tokens: Annotated[int, Field(gt=0)] = 4096
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Budgets:
+        for name in self.tenants:
+            if not TENANT_NAME.match(name) or name in RESERVED_TENANTS:
+                raise ValueError(f"tenants.{name}: not a usable tenant name")
+        object.__setattr__(
+            self, "worst_case_usd", {**DEFAULT_WORST_CASE_USD, **self.worst_case_usd}
+        )
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+    def thresholds(self, tenant: str) -> tuple[float, ...]:
+        own = self.tenants.get(tenant)
+        return own.soft if own is not None and own.soft is not None else self.soft
+
+
 def _published() -> Limits:
     return {cls: RateLimit(requests_per_unit=n) for cls, n in PUBLISHED_LIMITS.items()}
 
@@ -277,6 +369,7 @@ class Policy(_Frozen):
     shadow_mode: bool = False
     cleanup: Cleanup = Cleanup()
     isolation: Isolation = Isolation()
+    budgets: Budgets = Budgets()
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

@@ -81,6 +81,7 @@ class LedgerWriter:
         interval: float = 0.25,
         max_pending: int = 50_000,
         owner_timeout: float = 1.0,
+        metered: Callable[[str, list[Sighting]], None] = lambda tenant, observations: None,
     ) -> None:
         self._engine = engine
         self._metrics = metrics
@@ -91,6 +92,9 @@ class LedgerWriter:
         self._interval = interval
         self._max_pending = max_pending
         self._owner_timeout = owner_timeout
+        # Told of every observation as it is handed over, before any database write:
+        # spend budgets commit the costs it makes final (once per object, in their store).
+        self._metered = metered
         self._pending = Batch()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -125,6 +129,7 @@ class LedgerWriter:
 
     def add(self, tenant: str, observations: Iterable[Sighting]) -> None:
         observations = list(observations)
+        self._metered(tenant, observations)
         for observation in [*observations, *auto_containers(observations)]:
             if isinstance(observation, ContainerSeen):
                 self._merge(tenant, observation)

@@ -50,6 +50,7 @@ from tollhouse.proxy.isolate import (
 from tollhouse.proxy.lists import MAX_PAGES, SHARED_LISTS, BadPaging, ListRequest, filtered_list
 from tollhouse.proxy.observe import Observer, observes
 from tollhouse.proxy.ownership import LedgerUnavailable, Ownership
+from tollhouse.proxy.spend import Hold, Spending
 from tollhouse.proxy.tarpit import Tarpit
 from tollhouse.proxy.tenants import OTHER, Identity, IdentityRefused, Tenants
 from tollhouse.proxy.twins import StreamRestorer, Twins
@@ -207,7 +208,9 @@ class Proxy:
         max_body: int = MAX_JSON_BODY,
         list_pages: int = MAX_PAGES,
         tarpit: Tarpit | None = None,
+        spending: Spending | None = None,
     ) -> None:
+        self._spending = spending
         self._tarpit = tarpit if tarpit is not None else Tarpit(0.0)
         self._max_body = max_body
         self._list_pages = list_pages
@@ -243,26 +246,13 @@ class Proxy:
             log.info("refused %s %s: %s", method, operation.name, exc)
             await self._refuse(send, OTHER, OTHER, operation, "rejected", exc.response())
             return
-        client = scope.get("client")
-        connection = (client, identity.tenant, operation.request_class) if client else None
-        early = self._tarpit.early(connection) if connection else 0.0
-        if early > 0:  # back on the same connection before its retry-after
-            await self._tarpit.hold(early)
-        decision = await self._quota.admit(identity.tenant, operation.request_class)
-        self._metrics.record_budget(
-            decision.request_class,
-            decision.levels(identity.label),
-            decision.wait if decision.allowed else 0.0,
-        )
-        if not decision.allowed:
-            if connection:
-                self._tarpit.refused(connection, decision.wait)
-            await self._refuse(
-                send, identity.tenant, identity.label, operation, "throttled", decision.refusal()
-            )
+        decision = await self._admit(scope, send, identity, operation)
+        if decision is None:
             return
-        if connection:
-            self._tarpit.admitted(connection)
+        budgeted = await self._spend(send, receive, identity, operation)
+        if budgeted is None:
+            return
+        hold, receive, send = budgeted
         if operation.name == RUN_POLL:
             self._metrics.run_polls.labels(identity.label).inc()
         span = self._tracing.start(operation, method, identity.tenant, operation.request_class)
@@ -280,15 +270,65 @@ class Proxy:
         )
         exchange.flow = flow
         self._metrics.in_flight.inc()
+        failed = False
         try:
             await self._forward(scope, receive, send, exchange, headers)
+        except BaseException:
+            failed = True
+            if self._spending is not None:
+                self._spending.release(hold)  # what the request cost, if anything, is unknown
+            raise
         finally:
             self._metrics.in_flight.dec()
             exchange.finish("forwarded")  # no-op unless a path below left it unrecorded
             # what was seen goes to the ledger even when the stream broke or the client left
-            observer.hand_over()
+            if self._spending is not None and not failed:  # costs committed, then released
+                self._spending.settle(hold, observer.hand_over)
+            else:
+                observer.hand_over()
             if (exchanged := exchange.exchanged()) is not None:
                 self._writer.exchanged(exchanged)
+
+    async def _admit(
+        self, scope: Scope, send: Send, identity: Identity, operation: Operation
+    ) -> Decision | None:
+        """The request's buckets, after holding a connection back before its retry-after;
+        None: refused and answered."""
+        client = scope.get("client")
+        connection = (client, identity.tenant, operation.request_class) if client else None
+        early = self._tarpit.early(connection) if connection else 0.0
+        if early > 0:  # back on the same connection before its retry-after
+            await self._tarpit.hold(early)
+        decision = await self._quota.admit(identity.tenant, operation.request_class)
+        self._metrics.record_budget(
+            decision.request_class,
+            decision.levels(identity.label),
+            decision.wait if decision.allowed else 0.0,
+        )
+        if not decision.allowed:
+            if connection:
+                self._tarpit.refused(connection, decision.wait)
+            await self._refuse(
+                send, identity.tenant, identity.label, operation, "throttled", decision.refusal()
+            )
+            return None
+        if connection:
+            self._tarpit.admitted(connection)
+        return decision
+
+    async def _spend(
+        self, send: Send, receive: Receive, identity: Identity, operation: Operation
+    ) -> tuple[Hold | None, Receive, Send] | None:
+        """Spend budgets: a cost-creating request's worst case reserved, or it is refused
+        (None: answered). Budgeted tenants' answers carry what remains of their budget."""
+        if self._spending is None:
+            return None, receive, send
+        spent, receive = await self._spending.admit(identity.tenant, operation, receive)
+        if isinstance(spent, ErrorResponse):
+            tenant, label = identity.tenant, identity.label
+            await self._refuse(send, tenant, label, operation, "throttled", spent)
+            return None
+        return spent, receive, self._spending.with_headers(send, identity.tenant, spent)
 
     async def _refuse(
         self,

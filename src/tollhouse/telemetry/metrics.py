@@ -333,6 +333,45 @@ class Metrics:
             "When a day's bill was last fetched and compared with the ledger.",
             registry=registry,
         )
+        # Spend budgets (USD, per tenant and calendar period: daily, monthly).
+        self.budget_usd = Gauge(
+            "tollhouse_budget_usd",
+            "A tenant's hard spend limit for the period, in USD.",
+            ["tenant", "period"],
+            registry=registry,
+        )
+        self.budget_spent_usd = Gauge(
+            "tollhouse_budget_spent_usd",
+            "A tenant's spend in the current period: metered cost plus the worst case of "
+            "requests in flight, in USD.",
+            ["tenant", "period"],
+            registry=registry,
+        )
+        self.budget_soft_usd = Gauge(
+            "tollhouse_budget_soft_usd",
+            "A soft threshold of a tenant's spend budget (for alerts), in USD; `threshold` is "
+            "its fraction of the hard limit.",
+            ["tenant", "period", "threshold"],
+            registry=registry,
+        )
+        self.budget_refusals = Counter(
+            "tollhouse_budget_refusals",
+            "Requests refused with insufficient_quota because a spend budget was used up.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.budget_seeded = Gauge(
+            "tollhouse_budget_seeded",
+            "1 once the spend of the current periods was read from the ledger at start-up; "
+            "0 before (spend counts only what this start has seen).",
+            registry=registry,
+        )
+        self.budget_store_errors = Counter(
+            "tollhouse_budget_store_errors",
+            "Spend budget steps that could not reach the store (admitted unchecked, or a "
+            "settlement lost).",
+            registry=registry,
+        )
         self.build_info = Info("tollhouse_build", "tollhouse build information.", registry=registry)
         self.build_info.info({"version": __version__})
         self._tenants = tuple(tenants)
