@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -53,7 +54,13 @@ class RunningProxy:
         return client
 
     def flush(self) -> None:
-        """Wait until the ledger writer has written everything handed to it so far."""
+        """Wait until the proxy has finished every request (a client that read a stream to its
+        end may get there first) and the ledger writer has written what they handed it."""
+        idle = threading.Event()
+        for _ in range(1000):  # the proxy's thread ends the requests; watch for it, bounded
+            if self.sample("tollhouse_in_flight_requests") == 0:
+                break
+            idle.wait(0.005)
         self.run(self.tollhouse.ownership.settled())
         self.run(self.tollhouse.writer.flush())
 

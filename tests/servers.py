@@ -57,7 +57,14 @@ class ServerThread:
             self.loop.close()
 
     def start(self) -> ServerThread:
+        """Start serving; returns once the app's lifespan startup is done (or it failed), so
+        a test can use the app's objects at once, not only send it requests."""
         self._thread.start()
+        waiting = threading.Event()
+        for _ in range(6000):  # the server's thread flips these; at most a minute
+            if self.server.started or not self._thread.is_alive():
+                break
+            waiting.wait(0.01)
         return self
 
     def stop(self) -> None:

@@ -279,7 +279,6 @@ class Proxy:
                 self._spending.release(hold)  # what the request cost, if anything, is unknown
             raise
         finally:
-            self._metrics.in_flight.dec()
             exchange.finish("forwarded")  # no-op unless a path below left it unrecorded
             # what was seen goes to the ledger even when the stream broke or the client left
             if self._spending is not None and not failed:  # costs committed, then released
@@ -288,6 +287,7 @@ class Proxy:
                 observer.hand_over()
             if (exchanged := exchange.exchanged()) is not None:
                 self._writer.exchanged(exchanged)
+            self._metrics.in_flight.dec()  # last: at 0, every request's sightings are handed over
 
     async def _admit(
         self, scope: Scope, send: Send, identity: Identity, operation: Operation
