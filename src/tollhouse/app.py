@@ -57,6 +57,7 @@ class Tollhouse:
         self.quota, self.pricing, self.engine = shared.quota, shared.pricing, shared.engine
         self.forwarder, self.writer = shared.forwarder, parts.writer
         self.ownership, self.tracing, self.proxy = parts.ownership, parts.tracing, parts.proxy
+        self.tokens = parts.tokens
         self.cleaner, self.collector, self.leases = parts.cleaner, parts.collector, parts.leases
         self.scheduler: AsyncIOScheduler | None = None
         self.marker = settings.running_marker or settings.spool_path.with_suffix(".running")
@@ -98,6 +99,7 @@ class Tollhouse:
         since = self._arm_marker()
         self.writer.start()
         await self.forwarder.open()
+        await self.tokens.prepare()
         if self.collector is not None:
             self.collector.started()
             self.scheduler = collector_scheduler(

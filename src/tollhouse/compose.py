@@ -31,8 +31,10 @@ from tollhouse.proxy.ownership import Ownership
 from tollhouse.proxy.pipeline import Proxy
 from tollhouse.proxy.tarpit import Tarpit
 from tollhouse.proxy.tenants import Tenants
+from tollhouse.proxy.tokens import TokenStep
 from tollhouse.quota.admission import Quota
 from tollhouse.quota.backends import Buckets, buckets_from_url
+from tollhouse.quota.tokens import TokenQuota
 from tollhouse.telemetry.metrics import Metrics
 from tollhouse.telemetry.tracing import Tracing, exporter_from_env
 from tollhouse.upstream.forward import Forwarder, UpstreamSettings
@@ -197,6 +199,7 @@ class Serving:
     ownership: Ownership
     tracing: Tracing
     proxy: Proxy
+    tokens: TokenStep
     cleaner: Cleaner | None = None
     collector: Collector | None = None
     leases: dict[str, JobLease] = field(default_factory=dict)
@@ -228,6 +231,13 @@ def serving(
         lookup_timeout=settings.database_statement_timeout + 1.0,
     )
     tracing = Tracing(exporter if exporter is not None else exporter_from_env(os.environ))
+    tokens = TokenStep(
+        TokenQuota(shared.buckets, current.policy),
+        current.policy,
+        shared.pricing,
+        shared.metrics,
+        current.label,
+    )
     proxy = Proxy(
         shared.forwarder,
         shared.metrics,
@@ -239,8 +249,9 @@ def serving(
         max_body=settings.max_json_body_bytes,
         list_pages=settings.list_scan_pages,
         tarpit=Tarpit(settings.early_retry_hold),
+        tokens=tokens,
     )
-    parts = Serving(shared, writer, ownership, tracing, proxy)
+    parts = Serving(shared, writer, ownership, tracing, proxy, tokens)
     key = upstream_key(settings)
     if key:
         parts.cleaner = cleaner(shared, key)

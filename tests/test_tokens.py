@@ -1,0 +1,402 @@
+"""Tokens per minute through the real client: estimates, reservations, refusals shaped like
+OpenAI's, settlement with the simulator's usage (refunds, debt, streams), one organisation
+budget held by three instances on one Redis, and each answer's cost in a header.
+
+Limits are per day in most tests, so that the refill during a test is a small fraction of a
+token and the headers can be compared with sums of the simulator's usage.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Iterator
+from contextlib import ExitStack
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import redis
+
+from tests.conftest import RunningProxy, running_proxy
+from tests.servers import ServerThread, tollhouse_process
+from tollhouse.config.policy import Policy, parse_policy
+
+HEADER = "X-Tollhouse-Tenant"
+# Words o200k_base splits into one token and into two: two of the first and one of the
+# second make three words of four tokens, as the simulator counts them (4 per 3 words).
+ONE = ("reservation", "refundable", "organisation", "replicas", "debts", "tokens", "minute")
+TWO = ("tollhouse", "sidecar", "throttled", "overcharged")
+# gpt-4o's price from 2024-10-02 in src/tollhouse/metering/pricing.yaml, per million tokens
+GPT_4O = {"input": Decimal("2.50"), "cached_input": Decimal("1.25"), "output": Decimal("10.00")}
+
+
+def text_of(size: int, seed: int = 1) -> str:
+    """About ``size`` bytes of words."""
+    rng = random.Random(seed)
+    words: list[str] = []
+    length = 0
+    while length < size:
+        group = [rng.choice(ONE), rng.choice(ONE), rng.choice(TWO)]
+        words += group
+        length += sum(len(w) + 1 for w in group)
+    return " ".join(words)
+
+
+def policy(
+    tenant_tokens: dict[str, Any] | None = None,
+    org_tokens: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Policy:
+    document: dict[str, Any] = {
+        "identify": {"mode": "header"},
+        "tenants": {"acme": {}, "globex": {}},
+        **extra,
+    }
+    if tenant_tokens is not None:
+        document["tenants"]["acme"] = {"limits": {"tokens": tenant_tokens}}
+    if org_tokens is not None:
+        document["organization"] = {"tokens": org_tokens}
+    return parse_policy(document, "test policy")
+
+
+def per_day(tokens: int) -> dict[str, Any]:
+    return {"tokens_per_unit": tokens, "unit": "day"}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def buckets_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue("redis_url")
+    with redis.Redis.from_url(url) as connection:  # each test starts with full buckets
+        connection.flushdb()
+    return url
+
+
+@pytest.fixture
+def proxies(simulator: ServerThread, buckets_url: str) -> Iterator[Any]:
+    """Start a proxy under a policy, on the parametrized buckets; all stop with the test."""
+    with ExitStack() as stack:
+
+        def start(rules: Policy, url: str = buckets_url) -> RunningProxy:
+            return stack.enter_context(
+                running_proxy(simulator.url + "/v1", policy=rules, buckets_url=url)
+            )
+
+        yield start
+
+
+def client(proxy: RunningProxy, tenant: str = "acme") -> openai.OpenAI:
+    return proxy.client(default_headers={HEADER: tenant})
+
+
+def settled(proxy: RunningProxy) -> None:
+    """Wait for the settlements the proxy started (they run after the answer went out)."""
+    proxy.run(proxy.tollhouse.tokens.settled())
+
+
+def probe(proxy: RunningProxy, limit: int) -> tuple[int, openai.RateLimitError]:
+    """The tokens left for acme's gpt-4o calls, read from the refusal of a call too large
+    to ever fit (it reserves nothing)."""
+    with pytest.raises(openai.RateLimitError) as refused:
+        client(proxy).responses.create(model="gpt-4o", input="hi", max_output_tokens=limit)
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    return int(refused.value.response.headers["x-ratelimit-remaining-tokens"]), refused.value
+
+
+# -- estimates ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [4 * 1024, 64 * 1024], ids=["4KB", "64KB"])
+def test_an_inputs_estimate_is_close_to_the_upstreams_count(proxies: Any, size: int) -> None:
+    limit = 100_000
+    proxy = proxies(policy(tenant_tokens={"gpt-4o": per_day(limit)}))
+    raw = client(proxy).responses.with_raw_response.create(
+        model="gpt-4o", input=text_of(size), max_output_tokens=100
+    )
+    response = raw.parse()
+    assert response.usage is not None
+    estimated = limit - int(raw.headers["x-ratelimit-remaining-tokens"]) - 100
+    counted = response.usage.input_tokens
+    assert abs(estimated - counted) <= 0.02 * counted, (estimated, counted)
+    assert proxy.sample("tollhouse_tokens_reserved_total", tenant="acme") == estimated + 100
+
+
+# -- reservations and refusals ------------------------------------------------------------
+
+
+def test_a_call_over_the_limit_gets_openais_429_for_tokens(proxies: Any) -> None:
+    proxy = proxies(policy(tenant_tokens={"gpt-4o": per_day(1000)}))
+    acme = client(proxy)
+    # in the background: the answer carries no usage, so the reservation stands as drawn
+    first = acme.responses.with_raw_response.create(
+        model="gpt-4o", input="Tell me about toll roads", max_output_tokens=600, background=True
+    )
+    assert first.http_response.status_code == 200
+    reserved = 1000 - int(first.headers["x-ratelimit-remaining-tokens"])
+    assert reserved > 600
+    assert first.headers["x-ratelimit-limit-tokens"] == "1000"
+    with pytest.raises(openai.RateLimitError) as refused:
+        acme.responses.create(model="gpt-4o", input="And in Italy?", max_output_tokens=600)
+    error = refused.value
+    body = error.response.json()["error"]
+    assert (body["type"], body["code"], body["param"]) == ("tokens", "rate_limit_exceeded", None)
+    match = re.fullmatch(
+        r"Rate limit reached for gpt-4o for tenant 'acme' on tokens per day \(TPD\): "
+        r"Limit 1000, Used (\d+), Requested (\d+)\. Please try again in ([\dhms.]+)\.",
+        body["message"],
+    )
+    assert match is not None, body["message"]
+    used, requested = int(match[1]), int(match[2])
+    assert requested > 600
+    headers = error.response.headers
+    remaining = int(headers["x-ratelimit-remaining-tokens"])
+    assert headers["x-ratelimit-limit-tokens"] == "1000"
+    assert used == 1000 - remaining
+    # the wait is the time to refill what is missing, at 1000 tokens a day
+    wait = (requested - remaining) * 86.4
+    assert int(headers["retry-after-ms"]) == pytest.approx(wait * 1000, abs=86.4 * 1000)
+    assert int(headers["retry-after"]) == math.ceil(int(headers["retry-after-ms"]) / 1000)
+    assert headers["x-ratelimit-reset-tokens"].endswith("s")
+    assert proxy.sample("tollhouse_token_reservations_total", tenant="acme", outcome="throttled")
+    # another tenant, unlimited, is not refused
+    assert client(proxy, "globex").responses.create(model="gpt-4o", input="hi").status
+
+
+def test_a_call_that_can_never_fit_is_told_not_to_retry(proxies: Any) -> None:
+    proxy = proxies(policy(org_tokens={"default": per_day(500)}))
+    with pytest.raises(openai.RateLimitError) as refused:
+        client(proxy).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=800
+        )
+    error = refused.value
+    assert error.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in error.response.headers
+    message = error.response.json()["error"]["message"]
+    assert message.startswith(
+        "Request too large for gpt-4o-mini in the organization (shared by all tenants) on "
+        "tokens per day (TPD): Limit 500, Requested 8"
+    )
+    assert proxy.sample("tollhouse_token_reservations_total", tenant="acme", outcome="too_large")
+
+
+def test_a_model_without_a_limit_is_not_reserved_for(proxies: Any) -> None:
+    proxy = proxies(policy(tenant_tokens={"gpt-4o": per_day(10)}))
+    raw = client(proxy).responses.with_raw_response.create(model="gpt-4.1", input="hi")
+    assert "x-ratelimit-remaining-tokens" not in raw.headers
+    assert raw.parse().status == "completed"
+
+
+# -- settlement -----------------------------------------------------------------------------
+
+
+def test_settlement_refunds_what_the_estimate_held_beyond_the_usage(proxies: Any) -> None:
+    limit = 5000
+    proxy = proxies(policy(tenant_tokens={"gpt-4o": per_day(limit)}))
+    raw = client(proxy).responses.with_raw_response.create(
+        model="gpt-4o", input="How do token buckets refill?", max_output_tokens=2000
+    )
+    estimate = limit - int(raw.headers["x-ratelimit-remaining-tokens"])
+    usage = raw.parse().usage
+    assert usage is not None
+    settled(proxy)
+    left, _ = probe(proxy, limit + 1)
+    assert left == pytest.approx(limit - usage.total_tokens, abs=1)
+    assert left > limit - estimate + 1000  # the unused output allowance came back
+    refunded = estimate - usage.total_tokens
+    assert proxy.sample("tollhouse_tokens_settled_difference_total", direction="refunded") == (
+        refunded
+    )
+    assert proxy.sample("tollhouse_token_settlements_total", outcome="settled") == 1
+
+
+def test_usage_beyond_the_estimate_is_charged_into_debt(proxies: Any) -> None:
+    limit = 15
+    rules = policy(
+        tenant_tokens={"gpt-4o": per_day(limit)}, token_estimates={"default_output_tokens": 1}
+    )
+    proxy = proxies(rules)
+    raw = client(proxy).responses.with_raw_response.create(model="gpt-4o", input="hi")
+    estimate = limit - int(raw.headers["x-ratelimit-remaining-tokens"])
+    usage = raw.parse().usage
+    assert usage is not None
+    assert usage.total_tokens > limit > estimate  # admitted on the estimate, used more
+    settled(proxy)
+    with pytest.raises(openai.RateLimitError) as refused:  # in debt: the debt is paid first
+        client(proxy).responses.create(model="gpt-4o", input="hi")
+    refusal = refused.value
+    assert refusal.response.headers["x-ratelimit-remaining-tokens"] == "0"
+    message = refusal.response.json()["error"]["message"]
+    assert f"Limit {limit}, Used {usage.total_tokens}, Requested {estimate}." in message
+    reset = refusal.response.headers["x-ratelimit-reset-tokens"]
+    assert reset.startswith(f"{usage.total_tokens * 86400 // limit // 3600}h")
+    charged = usage.total_tokens - estimate
+    assert proxy.sample("tollhouse_tokens_settled_difference_total", direction="charged") == (
+        charged
+    )
+
+
+def test_a_streamed_response_is_settled_from_response_completed(proxies: Any) -> None:
+    limit = 5000
+    proxy = proxies(policy(tenant_tokens={"gpt-4o": per_day(limit)}))
+    events = list(
+        client(proxy).responses.create(
+            model="gpt-4o", input="Stream me a haiku", max_output_tokens=2000, stream=True
+        )
+    )
+    completed = [e for e in events if e.type == "response.completed"]
+    assert len(completed) == 1
+    usage = completed[0].response.usage
+    assert usage is not None
+    settled(proxy)
+    left, _ = probe(proxy, limit + 1)
+    assert left == pytest.approx(limit - usage.total_tokens, abs=1)
+
+
+def test_a_chat_completion_is_settled_and_a_stream_without_usage_keeps_its_reservation(
+    proxies: Any,
+) -> None:
+    limit = 5000
+    proxy = proxies(policy(tenant_tokens={"default": per_day(limit)}))
+    acme = client(proxy)
+    messages = [{"role": "user", "content": "What is a tollhouse?"}]
+    completion = acme.chat.completions.create(model="gpt-4o", messages=messages, max_tokens=500)
+    assert completion.usage is not None
+    settled(proxy)
+    left, _ = probe(proxy, limit + 1)
+    assert left == pytest.approx(limit - completion.usage.total_tokens, abs=1)
+    stream = acme.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=messages, max_tokens=500, stream=True
+    )
+    held = left - int(stream.headers["x-ratelimit-remaining-tokens"])
+    assert held > 500
+    assert list(stream.parse())  # streamed without include_usage: no usage is ever reported
+    settled(proxy)
+    after, _ = probe(proxy, limit + 1)
+    assert after == pytest.approx(left - held, abs=1)
+    assert proxy.sample("tollhouse_token_settlements_total", outcome="kept") == 1
+
+
+def test_an_upstream_error_gives_the_reservation_back(proxies: Any) -> None:
+    limit = 5000
+    proxy = proxies(policy(tenant_tokens={"default": per_day(limit)}))
+    with pytest.raises(openai.NotFoundError):
+        client(proxy).responses.create(
+            model="gpt-4o", input="hi", max_output_tokens=900, previous_response_id="resp_nope"
+        )
+    settled(proxy)
+    left, _ = probe(proxy, limit + 1)
+    assert left == pytest.approx(limit, abs=1)
+    assert proxy.sample("tollhouse_token_settlements_total", outcome="refunded") == 1
+
+
+# -- replicas ---------------------------------------------------------------------------------
+
+
+def test_three_instances_on_one_redis_hold_one_organisation_budget(
+    simulator: ServerThread, redis_url: str, stack: ExitStack, tmp_path: Path
+) -> None:
+    with redis.Redis.from_url(redis_url) as connection:
+        connection.flushdb()
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(
+        "identify: {mode: header}\n"
+        "tenants: {acme: {}, globex: {}}\n"
+        "organization: {tokens: {gpt-4o: {tokens_per_unit: 3000, unit: day}}}\n"
+    )
+    arguments = ("--upstream", simulator.url + "/v1", "--policy", str(policy_file))
+    environment = {"TOLLHOUSE_BUCKETS_URL": redis_url}
+    instances = [
+        stack.enter_context(tollhouse_process(*arguments, env=environment)) for _ in range(3)
+    ]
+    outcomes: list[str] = []
+    for round_ in range(2):
+        for index, proxy in enumerate(instances):
+            # background: the answer carries no usage yet, so each keeps what it reserved
+            headers = {HEADER: ("acme", "globex")[index % 2]}
+            url = proxy.url + "/v1"
+            with openai.OpenAI(base_url=url, api_key="sk-test", default_headers=headers) as one:
+                try:
+                    one.with_options(max_retries=0).responses.create(
+                        model="gpt-4o",
+                        input=f"round {round_}",
+                        max_output_tokens=900,
+                        background=True,
+                    )
+                    outcomes.append("admitted")
+                except openai.RateLimitError as exc:
+                    outcomes.append(exc.response.json()["error"]["message"].split(" on ")[0])
+    # about 910 tokens each: three fit in 3,000 once, not once per instance
+    refused = "Rate limit reached for gpt-4o in the organization (shared by all tenants)"
+    assert outcomes == ["admitted"] * 3 + [refused] * 3
+
+
+# -- the cost of an answer --------------------------------------------------------------------
+
+
+def hand_cost(prompt: int, cached: int, output: int) -> Decimal:
+    per_million = (
+        (prompt - cached) * GPT_4O["input"]
+        + cached * GPT_4O["cached_input"]
+        + output * GPT_4O["output"]
+    )
+    return per_million / Decimal(1_000_000)
+
+
+def test_json_answers_with_final_usage_carry_their_cost(proxies: Any) -> None:
+    proxy = proxies(policy())
+    acme = client(proxy)
+    raw = acme.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "What does a toll cost?"}]
+    )
+    usage = raw.parse().usage
+    assert usage is not None
+    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+    expected = hand_cost(usage.prompt_tokens, cached or 0, usage.completion_tokens)
+    assert Decimal(raw.headers["x-tollhouse-cost-usd"]) == expected
+    first = acme.responses.create(model="gpt-4o", input="Tell me about toll roads in France")
+    raw = acme.responses.with_raw_response.create(
+        model="gpt-4o", input="And in Italy?", previous_response_id=first.id
+    )
+    usage_ = raw.parse().usage
+    assert usage_ is not None
+    cached = usage_.input_tokens_details.cached_tokens
+    assert cached > 0  # the previous response's input is read from the cache
+    expected = hand_cost(usage_.input_tokens, cached, usage_.output_tokens)
+    assert Decimal(raw.headers["x-tollhouse-cost-usd"]) == expected
+
+
+def test_answers_without_final_usage_carry_no_cost(proxies: Any) -> None:
+    proxy = proxies(policy())
+    acme = client(proxy)
+    started = acme.responses.with_raw_response.create(
+        model="gpt-4o", input="Take your time", background=True
+    )
+    assert "x-tollhouse-cost-usd" not in started.headers  # queued: no usage yet
+    stream = acme.responses.with_raw_response.create(model="gpt-4o", input="hi", stream=True)
+    assert "x-tollhouse-cost-usd" not in stream.headers  # headers go before the usage
+    assert list(stream.parse())
+    listed = acme.responses.input_items.with_raw_response.list(started.parse().id)
+    assert "x-tollhouse-cost-usd" not in listed.headers
+
+
+def test_a_terminal_run_retrieved_carries_its_cost(proxies: Any) -> None:
+    proxy = proxies(policy())
+    acme = client(proxy)
+    assistant = acme.beta.assistants.create(model="gpt-4o", instructions="Be brief.")
+    run = acme.beta.threads.create_and_run_poll(
+        assistant_id=assistant.id,
+        thread={"messages": [{"role": "user", "content": "What is a tollhouse?"}]},
+        poll_interval_ms=20,
+    )
+    assert run.status == "completed"
+    raw = acme.beta.threads.runs.with_raw_response.retrieve(run.id, thread_id=run.thread_id)
+    usage = raw.parse().usage
+    assert usage is not None
+    # run usage has no cached split: the prompt is priced at the full input rate
+    expected = hand_cost(usage.prompt_tokens, 0, usage.completion_tokens)
+    assert Decimal(raw.headers["x-tollhouse-cost-usd"]) == expected
