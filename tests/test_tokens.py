@@ -8,6 +8,7 @@ token and the headers can be compared with sums of the simulator's usage.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -20,10 +21,13 @@ from typing import Any
 import openai
 import pytest
 import redis
+from click.testing import CliRunner
 
 from tests.conftest import RunningProxy, running_proxy
-from tests.servers import ServerThread, tollhouse_process
-from tollhouse.config.policy import Policy, parse_policy
+from tests.servers import ServerThread, serve, tollhouse_process
+from tollhouse.api.classify import RequestClass
+from tollhouse.cli.main import main
+from tollhouse.config.policy import Policy, load_policy, parse_policy
 
 HEADER = "X-Tollhouse-Tenant"
 # Words o200k_base splits into one token and into two: two of the first and one of the
@@ -281,6 +285,27 @@ def test_a_chat_completion_is_settled_and_a_stream_without_usage_keeps_its_reser
     assert proxy.sample("tollhouse_token_settlements_total", outcome="kept") == 1
 
 
+def test_a_background_response_is_settled_when_a_poll_shows_its_usage(proxies: Any) -> None:
+    limit = 5000
+    proxy = proxies(policy(tenant_tokens={"gpt-4o": per_day(limit)}))
+    acme = client(proxy)
+    started = acme.responses.create(
+        model="gpt-4o", input="Take your time", max_output_tokens=2000, background=True
+    )
+    assert started.usage is None
+    settled(proxy)
+    held, _ = probe(proxy, limit + 1)
+    assert held < limit - 2000  # the whole estimate stays reserved while it runs
+    response = started
+    while response.status in ("queued", "in_progress"):
+        response = acme.responses.retrieve(started.id)
+    assert response.usage is not None
+    settled(proxy)
+    left, _ = probe(proxy, limit + 1)
+    assert left == pytest.approx(limit - response.usage.total_tokens, abs=1)
+    assert proxy.sample("tollhouse_token_settlements_total", outcome="settled") == 1
+
+
 def test_an_upstream_error_gives_the_reservation_back(proxies: Any) -> None:
     limit = 5000
     proxy = proxies(policy(tenant_tokens={"default": per_day(limit)}))
@@ -400,3 +425,146 @@ def test_a_terminal_run_retrieved_carries_its_cost(proxies: Any) -> None:
     # run usage has no cached split: the prompt is priced at the full input rate
     expected = hand_cost(usage.prompt_tokens, 0, usage.completion_tokens)
     assert Decimal(raw.headers["x-tollhouse-cost-usd"]) == expected
+
+
+# -- the policy -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tenant", "model", "found"),
+    [
+        ("acme", "gpt-4o", ("gpt-4o", 100)),  # its own entry
+        ("acme", "gpt-4o-2024-08-06", ("gpt-4o", 100)),  # a dated snapshot: its model's
+        ("acme", "gpt-4.1", ("default", 200)),  # its own default, shared by unlisted models
+        ("globex", "gpt-4o", ("gpt-4o", 300)),  # no tokens of its own: default_limits'
+        ("globex", "gpt-5", None),  # nothing for that model anywhere
+        ("initech", "gpt-4o", None),  # its own unlimited entry wins over default_limits
+    ],
+)
+def test_which_token_limit_a_call_meets(
+    tenant: str, model: str, found: tuple[str, int] | None
+) -> None:
+    rules = parse_policy(
+        {
+            "tenants": {
+                "acme": {
+                    "limits": {
+                        "tokens": {
+                            "gpt-4o": {"tokens_per_unit": 100},
+                            "default": {"tokens_per_unit": 200},
+                        }
+                    }
+                },
+                "globex": {},
+                "initech": {"limits": {"tokens": {"gpt-4o": {"unlimited": True}}}},
+            },
+            "default_limits": {"tokens": {"gpt-4o": {"tokens_per_unit": 300}}},
+        },
+        "test policy",
+    )
+    rule = rules.tenant_tokens(tenant, model)
+    shown = None if rule is None or rule[1].unlimited else (rule[0], rule[1].tokens_per_unit)
+    assert shown == found
+    assert rules.organization_token_limit(model) is None  # unset: unlimited, as before
+
+
+def test_check_policy_accepts_token_limits(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "organization:\n"
+        "  RUN_CREATE: {requests_per_unit: 200}\n"
+        "  tokens:\n"
+        "    gpt-4o: {tokens_per_unit: 30000, unit: minute}\n"
+        "    default: {tokens_per_unit: 10000, unit: minute, burst: 20000}\n"
+        "default_limits:\n"
+        "  tokens: {default: {tokens_per_unit: 5000}}\n"
+        "tenants:\n"
+        "  acme:\n"
+        "    limits:\n"
+        "      POST: {requests_per_unit: 60}\n"
+        "      tokens: {gpt-4o: {tokens_per_unit: 20000}, o3: {unlimited: true}}\n"
+        "token_estimates: {default_output_tokens: 2048}\n"
+    )
+    result = CliRunner().invoke(main, ["check-policy", str(path)])
+    assert result.exit_code == 0, result.output
+    rules = load_policy(path)
+    assert rules.organization[RequestClass.RUN_CREATE].requests_per_unit == 200
+    assert rules.tenants["acme"].limits[RequestClass.POST].requests_per_unit == 60
+    assert rules.token_estimates.default_output_tokens == 2048
+
+
+def test_a_tenant_in_shadow_mode_is_let_through_and_counted(proxies: Any) -> None:
+    rules = parse_policy(
+        {
+            "identify": {"mode": "header"},
+            "tenants": {
+                "acme": {"shadow_mode": True, "limits": {"tokens": {"gpt-4o": per_day(100)}}}
+            },
+        },
+        "test policy",
+    )
+    proxy = proxies(rules)
+    response = client(proxy).responses.create(model="gpt-4o", input="hi", max_output_tokens=500)
+    assert response.status == "completed"
+    reservations = "tollhouse_token_reservations_total"
+    assert proxy.sample(reservations, tenant="acme", outcome="shadow_throttled") == 1
+
+
+# -- answers of unknown length ----------------------------------------------------------------
+
+
+def chunked_upstream(content: str) -> Any:
+    """An upstream that answers every chat completion in pieces, without a length."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        completion = {
+            "id": "chatcmpl-chunked",
+            "object": "chat.completion",
+            "created": 1_764_000_000,
+            "model": "gpt-4o",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200},
+        }
+        body = json.dumps(completion).encode()
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        step = max(1, len(body) // 5)
+        for start in range(0, len(body), step):
+            piece = body[start : start + step]
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("content", "costed"),
+    [("A short answer.", True), ("x" * (1024 * 1024 + 1), False)],
+    ids=["small", "past-1MiB"],
+)
+def test_an_answer_of_unknown_length_is_gathered_up_to_a_bound_for_its_cost(
+    content: str, costed: bool, stack: ExitStack
+) -> None:
+    upstream = stack.enter_context(serve(chunked_upstream(content)))
+    rules = policy(tenant_tokens={"gpt-4o": per_day(10_000)})
+    proxy = stack.enter_context(running_proxy(upstream.url + "/v1", policy=rules))
+    raw = client(proxy).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=100
+    )
+    assert raw.parse().choices[0].message.content == content  # relayed whole either way
+    cost = raw.headers.get("x-tollhouse-cost-usd")
+    assert cost == (str(hand_cost(1000, 0, 200)) if costed else None)
+    settled(proxy)  # read at its end all the same: settled with its usage
+    left, _ = probe(proxy, 10_001)
+    assert left == pytest.approx(10_000 - 1200, abs=1)

@@ -49,7 +49,13 @@ from tollhouse.proxy.observe import Observer, observes
 from tollhouse.proxy.ownership import LedgerUnavailable, Ownership
 from tollhouse.proxy.tarpit import Tarpit
 from tollhouse.proxy.tenants import OTHER, Identity, IdentityRefused, Tenants
-from tollhouse.proxy.tokens import COSTED_OPERATIONS, AnswerCost, TokenCall, TokenStep
+from tollhouse.proxy.tokens import (
+    COSTED_OPERATIONS,
+    LATER_OPERATIONS,
+    AnswerCost,
+    TokenCall,
+    TokenStep,
+)
 from tollhouse.proxy.twins import StreamRestorer, Twins
 from tollhouse.quota.admission import Decision, Quota
 from tollhouse.telemetry.metrics import Metrics
@@ -353,9 +359,13 @@ class Proxy:
         return True
 
     def _watch_cost(self, exchange: _Exchange) -> None:
-        if self._tokens is not None and exchange.operation.name in COSTED_OPERATIONS:
+        """The answer's cost, for its header; usage of responses the token step awaits."""
+        name = exchange.operation.name
+        if self._tokens is not None and name in COSTED_OPERATIONS:
             exchange.cost = AnswerCost(self._tokens)
             exchange.observer.watch(exchange.cost.seen)
+            if name in LATER_OPERATIONS:
+                exchange.observer.watch(self._tokens.later)
 
     def _mark(self, exchange: _Exchange, twins: Twins, owned_parent: bool, named: Named) -> None:
         """Count a refusal; or let the observer take what the tenant's own answer holds."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -25,6 +27,8 @@ from tollhouse.metering.charge import answer_cost, final_usage, header_value
 from tollhouse.metering.estimate import Api, Estimate, Estimator, load_o200k
 from tollhouse.metering.meter import RunSeen, Seen
 from tollhouse.metering.pricing import PricingTable
+from tollhouse.metering.responses import ResponseSeen
+from tollhouse.quota.memory import RESERVATION_TTL
 from tollhouse.quota.tokens import TokenDecision, TokenQuota
 from tollhouse.telemetry.metrics import Metrics
 
@@ -46,6 +50,9 @@ COST_HEADER = b"x-tollhouse-cost-usd"
 # Bodies up to this size are estimated on the event loop (tens of microseconds); larger
 # ones in a worker thread, so that counting never holds up other requests.
 INLINE_BYTES = 8 * 1024
+# Answers whose response may be one a call left to finish later (in the background).
+LATER_OPERATIONS = frozenset({"responses.retrieve", "responses.cancel"})
+MAX_PENDING = 100_000  # responses awaited at most; the oldest are given up first
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -60,6 +67,7 @@ class TokenStep:
         metrics: Metrics,
         label: Callable[[str], str],
         encoding: tiktoken.Encoding | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._quota = quota
         self._policy = policy
@@ -70,6 +78,9 @@ class TokenStep:
         self._loading: asyncio.Task[None] | None = None
         self._estimators: dict[int, Estimator] = {}
         self._settling: set[asyncio.Task[None]] = set()
+        self._clock = clock
+        # response id -> (its call's decision, until when): responses that finish later
+        self._pending: OrderedDict[str, tuple[TokenDecision, float]] = OrderedDict()
 
     async def prepare(self) -> None:
         """At start-up: if the policy limits tokens, load the encoding (about a second of
@@ -151,6 +162,26 @@ class TokenStep:
         """A call that succeeded without reporting usage keeps its reservation."""
         self._metrics.record_token_settlement("kept", 0)
 
+    def await_usage(self, response_id: str, decision: TokenDecision) -> None:
+        """A response that finishes later (in the background, or a stream cut short):
+        settled when an answer of this process shows its usage, while it can be."""
+        now = self._clock()
+        pending = self._pending
+        pending[response_id] = (decision, now + RESERVATION_TTL)
+        while pending and (len(pending) > MAX_PENDING or next(iter(pending.values()))[1] <= now):
+            pending.popitem(last=False)
+            self.kept()
+
+    def later(self, observations: list[Seen]) -> None:
+        """Watches retrieve and cancel answers for the usage of responses awaited."""
+        if not self._pending:
+            return
+        for seen in observations:
+            if isinstance(seen, ResponseSeen) and seen.usage is not None:
+                entry = self._pending.pop(seen.id, None)
+                if entry is not None:
+                    self.settle(entry[0], seen.usage.total_tokens, "settled")
+
     def cost(self, seen: list[Seen]) -> Decimal | None:
         try:
             return answer_cost(self._pricing, seen)
@@ -162,12 +193,13 @@ class TokenStep:
 class TokenCall:
     """One request's tokens: its decision, its settlement (once), and its answer's cost."""
 
-    __slots__ = ("_settled", "_step", "cost", "decision")
+    __slots__ = ("_response", "_settled", "_step", "cost", "decision")
 
     def __init__(self, step: TokenStep, decision: TokenDecision) -> None:
         self._step = step
         self.decision = decision
         self._settled = False
+        self._response: str | None = None  # the response the answer named, if any
         self.cost: Decimal | None = None
 
     def headers(self) -> Headers:
@@ -175,6 +207,9 @@ class TokenCall:
 
     def seen(self, observations: list[Seen]) -> None:
         """What the observer read: final usage settles the reservation."""
+        for observation in observations:
+            if isinstance(observation, ResponseSeen):
+                self._response = observation.id
         found = final_usage(observations)
         if found is None or isinstance(found, RunSeen) or found.usage is None:
             return
@@ -184,12 +219,15 @@ class TokenCall:
 
     def ended(self, status: int | None) -> None:
         """The exchange is over: an error answer (no model call ran) gives everything back;
-        a success that never reported usage keeps what it reserved."""
+        a response still running is awaited; any other success that never reported usage
+        keeps what it reserved."""
         if self._settled:
             return
         self._settled = True
         if status is None or status >= 400:
             self._step.settle(self.decision, 0, "refunded")
+        elif self._response is not None:
+            self._step.await_usage(self._response, self.decision)
         else:
             self._step.kept()
 
