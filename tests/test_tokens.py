@@ -360,6 +360,25 @@ def test_three_instances_on_one_redis_hold_one_organisation_budget(
     assert outcomes == ["admitted"] * 3 + [refused] * 3
 
 
+def test_with_redis_away_tokens_are_reserved_and_settled_in_local_buckets(
+    simulator: ServerThread, stack: ExitStack
+) -> None:
+    rules = policy(tenant_tokens={"gpt-4o": per_day(6000)})
+    away = "redis://127.0.0.1:9/0"  # the discard port: nothing answers
+    proxy = stack.enter_context(
+        running_proxy(simulator.url + "/v1", policy=rules, buckets_url=away, replicas=3)
+    )
+    response = client(proxy).responses.create(model="gpt-4o", input="hi", max_output_tokens=900)
+    assert response.usage is not None
+    assert proxy.sample("tollhouse_buckets_fallback") == 1
+    settled(proxy)
+    left, refusal = probe(proxy, 6001)
+    # this replica's share: a third of the limit, settled where it was drawn
+    assert refusal.response.headers["x-ratelimit-limit-tokens"] == "6000"
+    assert left == pytest.approx(2000 - response.usage.total_tokens, abs=1)
+    assert proxy.sample("tollhouse_token_settlements_total", outcome="settled") == 1
+
+
 # -- the cost of an answer --------------------------------------------------------------------
 
 
