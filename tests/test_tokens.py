@@ -587,3 +587,18 @@ def test_an_answer_of_unknown_length_is_gathered_up_to_a_bound_for_its_cost(
     settled(proxy)  # read at its end all the same: settled with its usage
     left, _ = probe(proxy, 10_001)
     assert left == pytest.approx(10_000 - 1200, abs=1)
+
+
+def test_a_reload_that_turns_token_limits_on_applies_them(simulator: ServerThread) -> None:
+    with running_proxy(simulator.url + "/v1", policy=policy()) as proxy:
+        acme = client(proxy)
+        raw = acme.responses.with_raw_response.create(model="gpt-4o", input="hi")
+        assert "x-ratelimit-limit-tokens" not in raw.headers
+        proxy.tollhouse.current.swap(policy(tenant_tokens={"gpt-4o": per_day(1000)}))
+        raw = acme.responses.with_raw_response.create(
+            model="gpt-4o", input="hi", max_output_tokens=16
+        )
+        assert raw.headers["x-ratelimit-limit-tokens"] == "1000"
+        with pytest.raises(openai.RateLimitError):
+            acme.responses.create(model="gpt-4o", input="hi", max_output_tokens=1000)
+        proxy.run(proxy.tollhouse.tokens.prepare())  # the encoding, loaded meanwhile

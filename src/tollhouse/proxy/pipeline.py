@@ -362,7 +362,7 @@ class Proxy:
         """The answer's cost, for its header; usage of responses the token step awaits."""
         name = exchange.operation.name
         if self._tokens is not None and name in COSTED_OPERATIONS:
-            exchange.cost = AnswerCost(self._tokens)
+            exchange.cost = AnswerCost(self._tokens, exchange.identity.tenant)
             exchange.observer.watch(exchange.cost.seen)
             if name in LATER_OPERATIONS:
                 exchange.observer.watch(self._tokens.later)

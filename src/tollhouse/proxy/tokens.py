@@ -81,6 +81,9 @@ class TokenStep:
         self._clock = clock
         # response id -> (its call's decision, until when): responses that finish later
         self._pending: OrderedDict[str, tuple[TokenDecision, float]] = OrderedDict()
+        # Headers told beside an answer's cost, from (tenant, cost): where a spend budget
+        # adds what is left of it (x-tollhouse-budget-remaining-usd).
+        self.beside_cost: list[Callable[[str, Decimal], Headers]] = []
 
     async def prepare(self) -> None:
         """At start-up: if the policy limits tokens, load the encoding (about a second of
@@ -235,10 +238,11 @@ class TokenCall:
 class AnswerCost:
     """The cost of an answer's final usage, for the ``x-tollhouse-cost-usd`` header."""
 
-    __slots__ = ("_step", "value")
+    __slots__ = ("_step", "_tenant", "value")
 
-    def __init__(self, step: TokenStep) -> None:
+    def __init__(self, step: TokenStep, tenant: str) -> None:
         self._step = step
+        self._tenant = tenant
         self.value: Decimal | None = None
 
     def seen(self, observations: list[Seen]) -> None:
@@ -247,8 +251,12 @@ class AnswerCost:
             self.value = cost
 
     def headers(self) -> Headers:
-        # (x-tollhouse-budget-remaining-usd joins here once budgets exist)
-        return [] if self.value is None else [(COST_HEADER, header_value(self.value))]
+        if self.value is None:
+            return []
+        headers = [(COST_HEADER, header_value(self.value))]
+        for beside in self._step.beside_cost:
+            headers += beside(self._tenant, self.value)
+        return headers
 
 
 def _estimate(estimator: Estimator, body: bytes, api: Api) -> tuple[str, Estimate] | None:
