@@ -27,7 +27,9 @@ from tests.conftest import RunningProxy, running_proxy
 from tests.servers import ServerThread, serve, tollhouse_process
 from tollhouse.api.classify import RequestClass
 from tollhouse.cli.main import main
-from tollhouse.config.policy import Policy, load_policy, parse_policy
+from tollhouse.config.policy import Policy, TokenRate, load_policy, parse_policy
+from tollhouse.quota.bucket import Level, Limit
+from tollhouse.quota.tokens import TokenDecision, TokenView, token_limit
 
 HEADER = "X-Tollhouse-Tenant"
 # Words o200k_base splits into one token and into two: two of the first and one of the
@@ -602,3 +604,52 @@ def test_a_reload_that_turns_token_limits_on_applies_them(simulator: ServerThrea
         with pytest.raises(openai.RateLimitError):
             acme.responses.create(model="gpt-4o", input="hi", max_output_tokens=1000)
         proxy.run(proxy.tollhouse.tokens.prepare())  # the encoding, loaded meanwhile
+
+
+# -- the decision, as a client reads it --------------------------------------------------------
+
+
+def decision(**overrides: Any) -> TokenDecision:
+    """A refusal by the organisation's 30,000 TPM bucket, 1,000 tokens short."""
+    rule = TokenRate(tokens_per_unit=30_000)
+    limit = token_limit(rule)
+    assert limit is not None
+    fields: dict[str, Any] = {
+        "tenant": "acme",
+        "model": "gpt-4o",
+        "requested": 1200,
+        "allowed": False,
+        "shadow": False,
+        "wait": 0.4,
+        "refused_by": "organization",
+        "tenant_view": TokenView(
+            TokenRate(tokens_per_unit=10_000), Limit(10_000 / 60, 10_000), Level(9000, 0)
+        ),
+        "org_view": TokenView(rule, limit, Level(200, 0)),
+        "reservation": None,
+    }
+    return TokenDecision(**{**fields, **overrides})
+
+
+def test_a_refusal_reads_like_openais() -> None:
+    refusal = decision().refusal()
+    assert (refusal.status, refusal.type, refusal.code) == (429, "tokens", "rate_limit_exceeded")
+    assert refusal.message == (
+        "Rate limit reached for gpt-4o in the organization (shared by all tenants) on tokens "
+        "per min (TPM): Limit 30000, Used 29800, Requested 1200. Please try again in 400ms."
+    )
+    assert dict(refusal.headers) == {
+        b"retry-after": b"1",
+        b"retry-after-ms": b"400",
+        b"x-ratelimit-limit-tokens": b"30000",
+        b"x-ratelimit-remaining-tokens": b"200",
+        b"x-ratelimit-reset-tokens": b"59.6s",
+    }
+
+
+def test_an_admitted_answer_shows_the_tighter_bucket() -> None:
+    admitted = decision(allowed=True, wait=0.0, refused_by=None)
+    assert dict(admitted.headers())[b"x-ratelimit-remaining-tokens"] == b"200"  # the org's
+    roomy = decision(allowed=True, wait=0.0, refused_by=None, org_view=None)
+    assert dict(roomy.headers())[b"x-ratelimit-limit-tokens"] == b"10000"  # the tenant's
+    assert decision(allowed=True, tenant_view=None, org_view=None).headers() == []

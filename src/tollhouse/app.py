@@ -199,6 +199,7 @@ class Tollhouse:
                     "could not hand over the %s lease (it will expire): %s", job_lease.name, exc
                 )
         await self.forwarder.close()
+        await self.tokens.settled()  # settlements under way reach the buckets first
         await self.buckets.close()
         await self.ownership.settled()  # sightings being confirmed reach the writer
         self.ownership.close()
