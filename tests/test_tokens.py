@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import openai
 import pytest
 import redis
@@ -306,6 +307,25 @@ def test_a_background_response_is_settled_when_a_poll_shows_its_usage(proxies: A
     left, _ = probe(proxy, limit + 1)
     assert left == pytest.approx(limit - response.usage.total_tokens, abs=1)
     assert proxy.sample("tollhouse_token_settlements_total", outcome="settled") == 1
+
+
+def test_a_chat_stream_with_usage_is_settled_from_its_usage_chunk(proxies: Any) -> None:
+    limit = 5000
+    proxy = proxies(policy(tenant_tokens={"gpt-4o": per_day(limit)}))
+    chunks = list(
+        client(proxy).chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Stream me a limerick"}],
+            max_completion_tokens=2000,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    usage = chunks[-1].usage
+    assert usage is not None
+    settled(proxy)
+    left, _ = probe(proxy, limit + 1)
+    assert left == pytest.approx(limit - usage.total_tokens, abs=1)
 
 
 def test_an_upstream_error_gives_the_reservation_back(proxies: Any) -> None:
@@ -653,3 +673,16 @@ def test_an_admitted_answer_shows_the_tighter_bucket() -> None:
     roomy = decision(allowed=True, wait=0.0, refused_by=None, org_view=None)
     assert dict(roomy.headers())[b"x-ratelimit-limit-tokens"] == b"10000"  # the tenant's
     assert decision(allowed=True, tenant_view=None, org_view=None).headers() == []
+
+
+def test_an_azure_deployment_stands_for_the_model_its_body_does_not_name(proxies: Any) -> None:
+    proxy = proxies(policy(tenant_tokens={"gpt-4o": per_day(100)}))
+    answer = httpx.post(
+        proxy.url + "/openai/deployments/gpt-4o/chat/completions?api-version=2024-05-01-preview",
+        headers={HEADER: "acme", "api-key": "sk-test"},
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 500},
+    )
+    assert answer.status_code == 429
+    assert answer.json()["error"]["message"].startswith(
+        "Request too large for gpt-4o for tenant 'acme' on tokens per day (TPD): Limit 100"
+    )

@@ -301,7 +301,7 @@ class Proxy:
             self._mark(exchange, twins, owned_parent, named)
         if isinstance(body, bytes):
             headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
-        if metered and not await self._reserve_tokens(send, exchange, body):
+        if metered and not await self._reserve_tokens(send, exchange, body, raw_path):
             return
         self._watch_cost(exchange)
         exchange.upstream_started = self._clock()
@@ -342,12 +342,13 @@ class Proxy:
         body, document = await checked_body(receive, method, operation, headers, self._max_body)
         return body, document if isolated else None
 
-    async def _reserve_tokens(self, send: Send, exchange: _Exchange, body: Body) -> bool:
+    async def _reserve_tokens(self, send: Send, exchange: _Exchange, body: Body, path: str) -> bool:
         """The token step: reserve the call's estimate; False when refused (and answered)."""
         assert self._tokens is not None
         if not isinstance(body, bytes):  # no body: the upstream's own 400 says so
             return True
-        call = await self._tokens.admit(exchange.identity.tenant, exchange.operation, body)
+        tenant, operation = exchange.identity.tenant, exchange.operation
+        call = await self._tokens.admit(tenant, operation, body, path)
         if call is None:
             return True
         if not call.decision.allowed:

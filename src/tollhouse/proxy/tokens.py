@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote
 
 import tiktoken
 
@@ -50,6 +51,7 @@ COST_HEADER = b"x-tollhouse-cost-usd"
 # Bodies up to this size are estimated on the event loop (tens of microseconds); larger
 # ones in a worker thread, so that counting never holds up other requests.
 INLINE_BYTES = 8 * 1024
+DEPLOYMENTS = "/openai/deployments/"
 # Answers whose response may be one a call left to finish later (in the background).
 LATER_OPERATIONS = frozenset({"responses.retrieve", "responses.cancel"})
 MAX_PENDING = 100_000  # responses awaited at most; the oldest are given up first
@@ -111,8 +113,13 @@ class TokenStep:
             estimator = self._estimators[default] = Estimator(self._encoding, default)
         return estimator
 
-    async def admit(self, tenant: str, operation: Operation, body: bytes) -> TokenCall | None:
-        """Reserve the call's estimate; None when no token limit applies to it."""
+    async def admit(
+        self, tenant: str, operation: Operation, body: bytes, path: str = ""
+    ) -> TokenCall | None:
+        """Reserve the call's estimate; None when no token limit applies to it.
+
+        An Azure deployment's call names its model in the path, not the body: the
+        deployment's name then stands for the model."""
         api = TOKEN_APIS.get(operation.name)
         if api is None or not self._quota.applies(tenant):
             return None
@@ -124,6 +131,7 @@ class TokenStep:
         if estimated is None:  # not a JSON object: the upstream's own 400 will say so
             return None
         model, estimate = estimated
+        model = model or deployment(path)
         decision = await self._quota.reserve(tenant, model, estimate.total)
         if decision is None:
             return None
@@ -257,6 +265,13 @@ class AnswerCost:
         for beside in self._step.beside_cost:
             headers += beside(self._tenant, self.value)
         return headers
+
+
+def deployment(path: str) -> str:
+    """The deployment an Azure path names (``/openai/deployments/{name}/...``), or ``""``."""
+    if not path.startswith(DEPLOYMENTS):
+        return ""
+    return unquote(path[len(DEPLOYMENTS) :].split("/", 1)[0])
 
 
 def _estimate(estimator: Estimator, body: bytes, api: Api) -> tuple[str, Estimate] | None:
