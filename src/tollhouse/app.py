@@ -74,6 +74,7 @@ class Tollhouse:
         self.quota, self.pricing, self.engine = shared.quota, shared.pricing, shared.engine
         self.forwarder, self.writer = shared.forwarder, parts.writer
         self.ownership, self.tracing, self.proxy = parts.ownership, parts.tracing, parts.proxy
+        self.tokens = parts.tokens
         self.cleaner, self.collector, self.leases = parts.cleaner, parts.collector, parts.leases
         self.bill_check = parts.bill_check
         self.spending = parts.spending
@@ -124,6 +125,7 @@ class Tollhouse:
             seed_budgets(self.spending, self.engine, self.pricing, self._clock)
         )
         await self.forwarder.open()
+        await self.tokens.prepare()
         if self.collector is not None:
             self.collector.started()
             self.scheduler = collector_scheduler(
@@ -229,6 +231,7 @@ class Tollhouse:
                     "could not hand over the %s lease (it will expire): %s", job_lease.name, exc
                 )
         await self.forwarder.close()
+        await self.tokens.settled()  # settlements under way reach the buckets first
         await self.buckets.close()
         await self.ownership.settled()  # sightings being confirmed reach the writer
         self.ownership.close()

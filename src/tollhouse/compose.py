@@ -34,8 +34,10 @@ from tollhouse.proxy.pipeline import Proxy
 from tollhouse.proxy.spend import Spending
 from tollhouse.proxy.tarpit import Tarpit
 from tollhouse.proxy.tenants import Tenants
+from tollhouse.proxy.tokens import TokenStep
 from tollhouse.quota.admission import Quota
 from tollhouse.quota.backends import Buckets, buckets_from_url, spend_from_url
+from tollhouse.quota.tokens import TokenQuota
 from tollhouse.telemetry.metrics import Metrics
 from tollhouse.telemetry.tracing import Tracing, exporter_from_env
 from tollhouse.upstream.forward import Forwarder, UpstreamSettings
@@ -201,6 +203,7 @@ class Serving:
     tracing: Tracing
     proxy: Proxy
     spending: Spending
+    tokens: TokenStep
     cleaner: Cleaner | None = None
     collector: Collector | None = None
     leases: dict[str, JobLease] = field(default_factory=dict)
@@ -245,6 +248,13 @@ def serving(
         lookup_timeout=settings.database_statement_timeout + 1.0,
     )
     tracing = Tracing(exporter if exporter is not None else exporter_from_env(os.environ))
+    tokens = TokenStep(
+        TokenQuota(shared.buckets, current.policy),
+        current.policy,
+        shared.pricing,
+        shared.metrics,
+        current.label,
+    )
     proxy = Proxy(
         shared.forwarder,
         shared.metrics,
@@ -257,8 +267,9 @@ def serving(
         list_pages=settings.list_scan_pages,
         tarpit=Tarpit(settings.early_retry_hold),
         spending=spending,
+        tokens=tokens,
     )
-    parts = Serving(shared, writer, ownership, tracing, proxy, spending)
+    parts = Serving(shared, writer, ownership, tracing, proxy, spending, tokens)
     if settings.admin_api_key is not None:
         parts.bill_check = BillCheck(
             shared.engine,

@@ -17,6 +17,7 @@ import yaml
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
+    AliasPath,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -74,7 +75,86 @@ class RateLimit(_Frozen):
         return self.requests_per_unit / UNIT_SECONDS[self.unit]
 
 
-Limits = dict[RequestClass, RateLimit]
+TOKENS = "tokens"  # the section of a limits mapping that limits model tokens, by model
+
+
+def _class_limits(value: object) -> object:
+    """A limits mapping without its ``tokens`` section (read into a field of its own)."""
+    if isinstance(value, dict) and TOKENS in value:
+        return {key: rule for key, rule in value.items() if key != TOKENS}
+    return value
+
+
+Limits = Annotated[dict[RequestClass, RateLimit], BeforeValidator(_class_limits)]
+
+
+# -- model tokens per unit ---------------------------------------------------------------------
+
+DEFAULT_MODEL = "default"  # the limit shared by every model a tokens section does not list
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+SNAPSHOT = re.compile(r"^(?P<base>.+)-\d{4}-\d{2}-\d{2}$")  # gpt-4o-2024-08-06 -> gpt-4o
+
+
+class TokenRate(_Frozen):
+    """``tokens_per_unit`` model tokens per ``unit``, bursting to ``burst``; or ``unlimited``."""
+
+    tokens_per_unit: Annotated[int, Field(gt=0)] | None = None
+    unit: Literal["second", "minute", "hour", "day"] = "minute"
+    burst: Annotated[int, Field(gt=0)] | None = None
+    unlimited: bool = False
+
+    @model_validator(mode="after")
+    def _one_of(self) -> TokenRate:
+        if self.unlimited and self.tokens_per_unit is not None:
+            raise ValueError("set either unlimited: true or tokens_per_unit, not both")
+        if not self.unlimited and self.tokens_per_unit is None:
+            raise ValueError("tokens_per_unit is required unless unlimited: true")
+        return self
+
+    @property
+    def per_second(self) -> float | None:
+        """Tokens a second this limit refills; None when unlimited."""
+        if self.tokens_per_unit is None:
+            return None
+        return self.tokens_per_unit / UNIT_SECONDS[self.unit]
+
+
+def _model_name(value: str) -> str:
+    if not MODEL_NAME.match(value):
+        raise ValueError(
+            "not a model name: letters, digits and _ . : / - (up to 128), like 'gpt-4o', "
+            "or 'default' for every model not listed"
+        )
+    return value
+
+
+# model name (or ``default``) -> its limit; read from ``tokens`` under a limits mapping
+TokenLimits = dict[Annotated[str, AfterValidator(_model_name)], TokenRate]
+
+
+def _tokens_of(section: str) -> Any:
+    """The ``tokens`` mapping under ``section`` (``limits``, ``organization``...)."""
+    return Field(default_factory=dict, validation_alias=AliasPath(section, TOKENS))
+
+
+def token_rule(rules: TokenLimits, model: str) -> tuple[str, TokenRate] | None:
+    """The bucket name and limit for ``model``: its own entry (a dated snapshot takes its
+    model's), else ``default``, shared by every model not listed; None: no limit."""
+    if model in rules:
+        return model, rules[model]
+    snapshot = SNAPSHOT.match(model)
+    if snapshot is not None and snapshot["base"] in rules:
+        return snapshot["base"], rules[snapshot["base"]]
+    if DEFAULT_MODEL in rules:
+        return DEFAULT_MODEL, rules[DEFAULT_MODEL]
+    return None
+
+
+class TokenEstimates(_Frozen):
+    """How a request's tokens are estimated before it is sent."""
+
+    # the output reserved for a call whose body sets no max_output_tokens / max_tokens
+    default_output_tokens: Annotated[int, Field(gt=0)] = 4096
 
 
 def _key_hash(value: str) -> str:
@@ -112,6 +192,7 @@ class Upstream(_Frozen):
 class Tenant(_Frozen):
     keys: tuple[Annotated[str, AfterValidator(_key_hash)], ...] = ()
     limits: Limits = {}
+    tokens: TokenLimits = _tokens_of("limits")
     shadow_mode: bool = False
     admin: bool = False  # reaches every tenant's objects, and objects with no owner
     upstream: Upstream = Upstream()
@@ -363,7 +444,10 @@ class Policy(_Frozen):
     identify: Identify = Identify()
     tenants: dict[str, Tenant] = {}
     default_limits: Limits = {}
+    default_tokens: TokenLimits = _tokens_of("default_limits")
     organization: Limits = Field(default_factory=_published)
+    organization_tokens: TokenLimits = _tokens_of("organization")
+    token_estimates: TokenEstimates = TokenEstimates()
     shaping: dict[RequestClass, Shaping] = {}
     retries: Retries = Retries()
     shadow_mode: bool = False
@@ -394,6 +478,30 @@ class Policy(_Frozen):
         if own is not None and request_class in own.limits:
             return own.limits[request_class]
         return self.default_limits.get(request_class)
+
+    def tenant_tokens(self, tenant: str, model: str) -> tuple[str, TokenRate] | None:
+        """The tenant's own token limit for ``model``, else the default one; None: none."""
+        own = self.tenants.get(tenant)
+        found = token_rule(own.tokens, model) if own is not None else None
+        return found if found is not None else token_rule(self.default_tokens, model)
+
+    def organization_token_limit(self, model: str) -> tuple[str, TokenRate] | None:
+        return token_rule(self.organization_tokens, model)
+
+    @property
+    def token_limited(self) -> bool:
+        """Whether any model call may meet a token limit under this policy."""
+        tenants = self.tenants.values()
+        return bool(self.organization_tokens or self.default_tokens) or any(
+            tenant.tokens for tenant in tenants
+        )
+
+    def limits_tokens(self, tenant: str) -> bool:
+        """Whether a model call of ``tenant`` may meet a token limit (its body is read then)."""
+        own = self.tenants.get(tenant)
+        return bool(
+            self.organization_tokens or self.default_tokens or (own is not None and own.tokens)
+        )
 
     def reaches_all(self, tenant: str) -> bool:
         """Whether ``tenant`` is exempt from isolation: an admin, or the only tenant there is."""

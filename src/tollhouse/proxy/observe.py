@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 
 from opentelemetry.trace import Span
 
@@ -72,6 +73,12 @@ class Observer:
         self._coding = b""
         self._gathered: list[bytes] | None = None
         self._gathered_size = 0
+        # Told what each body or batch of events reports (the token step settles with it).
+        self._watchers: list[Callable[[list[Seen]], None]] = []
+
+    def watch(self, watcher: Callable[[list[Seen]], None]) -> None:
+        """Call ``watcher`` with the observations of each body and each batch of events."""
+        self._watchers.append(watcher)
 
     def form(self, content_type: str, coding: bytes) -> None:
         """The answer's media type and content coding, before its body is observed."""
@@ -79,6 +86,9 @@ class Observer:
         self._coding = coding
 
     def _split(self, observations: list[Seen]) -> list[ObjectSeen]:
+        if observations:
+            for watcher in self._watchers:
+                watcher(observations)
         created = []
         for observation in observations:
             if isinstance(observation, ObjectSeen) and self._operation.creates is not None:

@@ -39,6 +39,7 @@ from tollhouse.proxy.asgi import (
 from tollhouse.proxy.codings import Undecodable
 from tollhouse.proxy.flows import body_flow, take_flow
 from tollhouse.proxy.isolate import (
+    Body,
     Named,
     Refused,
     RestoredResponse,
@@ -53,6 +54,13 @@ from tollhouse.proxy.ownership import LedgerUnavailable, Ownership
 from tollhouse.proxy.spend import Hold, Spending
 from tollhouse.proxy.tarpit import Tarpit
 from tollhouse.proxy.tenants import OTHER, Identity, IdentityRefused, Tenants
+from tollhouse.proxy.tokens import (
+    COSTED_OPERATIONS,
+    LATER_OPERATIONS,
+    AnswerCost,
+    TokenCall,
+    TokenStep,
+)
 from tollhouse.proxy.twins import StreamRestorer, Twins
 from tollhouse.proxy.websocket import SocketRelay
 from tollhouse.quota.admission import Decision, Quota
@@ -72,6 +80,9 @@ log = logging.getLogger(__name__)
 # Responses up to this size, with a known length, are read whole and sent in one
 # message; anything larger, or of unknown length (SSE), is relayed chunk by chunk.
 WHOLE_BODY_LIMIT = 256 * 1024
+# JSON answers that may carry final usage are read whole up to this size, so that their
+# cost can go in a header (a larger one streams, without it).
+COSTED_BODY_LIMIT = 1024 * 1024
 MAX_JSON_BODY = 8 * 1024 * 1024  # the most of a JSON request body read to check it
 RUN_POLL = "threads.runs.retrieve"
 
@@ -84,6 +95,7 @@ class _Exchange:
         "_done",
         "_metrics",
         "_writer",
+        "cost",
         "decision",
         "ended",
         "first_byte",
@@ -96,6 +108,7 @@ class _Exchange:
         "started",
         "status",
         "streamed",
+        "tokens",
         "touches",
         "upstream_started",
     )
@@ -124,6 +137,8 @@ class _Exchange:
         self.status: int | None = None
         self.upstream_started: float | None = None
         self.touches = True  # a success moves the last use of the objects it names
+        self.tokens: TokenCall | None = None  # the call's token reservation, if any
+        self.cost: AnswerCost | None = None  # the answer's cost, if it can carry usage
         self._done = False
         self.flow: str | None = None
         self.messages = 0
@@ -178,6 +193,8 @@ class _Exchange:
         metrics.count(self.identity.label, operation, outcome)
         self._writer.count_request(self.identity.tenant, operation.request_class, outcome)
         Tracing.end(self.span, outcome, self.status)
+        if self.tokens is not None:
+            self.tokens.ended(self.status)
         if self.status is not None:
             metrics.upstream_status(operation.request_class, self.status)
             if self.status < 400 and operation.params and self.touches:
@@ -209,8 +226,10 @@ class Proxy:
         list_pages: int = MAX_PAGES,
         tarpit: Tarpit | None = None,
         spending: Spending | None = None,
+        tokens: TokenStep | None = None,
     ) -> None:
         self._spending = spending
+        self._tokens = tokens
         self._tarpit = tarpit if tarpit is not None else Tarpit(0.0)
         self._max_body = max_body
         self._list_pages = list_pages
@@ -353,13 +372,11 @@ class Proxy:
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         query = scope["query_string"].decode("latin-1")
         isolated = not self._ownership.reaches_all(tenant)
+        metered = self._tokens.reads_body(tenant, operation) if self._tokens else False
         try:
-            if isolated:
-                body, document = await checked_body(
-                    receive, method, operation, headers, self._max_body
-                )
-            else:  # nothing to check: the body streams as it comes
-                body, document = await request_body(receive), None
+            body, document = await self._body(
+                receive, method, operation, headers, isolated, metered
+            )
             named = named_ids(operation, raw_path, query, document)
             exchange.tag(body)
             twins, owned_parent = await self._isolate(tenant, operation, named)
@@ -385,6 +402,9 @@ class Proxy:
             self._mark(exchange, twins, owned_parent, named)
         if isinstance(body, bytes):
             headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+        if metered and not await self._reserve_tokens(send, exchange, body, raw_path):
+            return
+        self._watch_cost(exchange)
         exchange.upstream_started = self._clock()
         try:
             if not twins and self._filters(tenant, operation):
@@ -399,7 +419,7 @@ class Proxy:
         except ClientDisconnected:
             exchange.finish("rejected")
             return
-        response.headers.extend(exchange.decision.headers())
+        _add_headers(response, exchange)
         try:
             if twins:
                 await self._relay_restored(response, receive, send, exchange, twins)
@@ -407,6 +427,47 @@ class Proxy:
                 await self._relay(response, receive, send, exchange)
         finally:
             response.close()
+
+    async def _body(
+        self,
+        receive: Receive,
+        method: str,
+        operation: Operation,
+        headers: Headers,
+        isolated: bool,
+        metered: bool,
+    ) -> tuple[Body, object]:
+        """The request body, read whole once when the isolation or the token step needs it."""
+        if not (isolated or metered):  # nothing to check: the body streams as it comes
+            return await request_body(receive), None
+        body, document = await checked_body(receive, method, operation, headers, self._max_body)
+        return body, document if isolated else None
+
+    async def _reserve_tokens(self, send: Send, exchange: _Exchange, body: Body, path: str) -> bool:
+        """The token step: reserve the call's estimate; False when refused (and answered)."""
+        assert self._tokens is not None
+        if not isinstance(body, bytes):  # no body: the upstream's own 400 says so
+            return True
+        tenant, operation = exchange.identity.tenant, exchange.operation
+        call = await self._tokens.admit(tenant, operation, body, path)
+        if call is None:
+            return True
+        if not call.decision.allowed:
+            exchange.finish("throttled")
+            await send_error(send, call.decision.refusal())
+            return False
+        exchange.tokens = call
+        exchange.observer.watch(call.seen)
+        return True
+
+    def _watch_cost(self, exchange: _Exchange) -> None:
+        """The answer's cost, for its header; usage of responses the token step awaits."""
+        name = exchange.operation.name
+        if self._tokens is not None and name in COSTED_OPERATIONS:
+            exchange.cost = AnswerCost(self._tokens, exchange.identity.tenant)
+            exchange.observer.watch(exchange.cost.seen)
+            if name in LATER_OPERATIONS:
+                exchange.observer.watch(self._tokens.later)
 
     def _mark(self, exchange: _Exchange, twins: Twins, owned_parent: bool, named: Named) -> None:
         """Count a refusal; or let the observer take what the tenant's own answer holds."""
@@ -548,16 +609,27 @@ class Proxy:
             coding = header(response.headers, b"content-encoding") or b""
             exchange.observer.form(response.content_type, coding)
         length = response.content_length
-        if length is not None and length <= WHOLE_BODY_LIMIT:
+        cost = exchange.cost if observing and response.content_type == "application/json" else None
+        limit = WHOLE_BODY_LIMIT if cost is None else COSTED_BODY_LIMIT
+        if (length is not None and length <= limit) or (cost is not None and length is None):
             try:
-                content = await response.read()
+                content, complete = await _read_whole(response, limit)
             except UpstreamError as exc:
                 log.warning("upstream response body failed: %s", exc)
                 exchange.finish("upstream_error")
                 await send_error(send, exc.response())
                 return
+            if not complete:  # past the limit: relayed as it comes from here, without a cost
+                await send(start)
+                await send({"type": "http.response.body", "body": content, "more_body": True})
+                if observing:
+                    exchange.observer.chunk(content)
+                await self._stream(response, receive, send, exchange, observing)
+                return
             if observing:
                 await exchange.observer.whole_body(content, response.status)
+            if cost is not None:
+                start["headers"] = [*response.headers, *cost.headers()]
             exchange.finish("forwarded")
             await send(start)
             await send({"type": "http.response.body", "body": content})
@@ -605,3 +677,33 @@ class Proxy:
             await observer.end()
         exchange.finish("forwarded")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _read_whole(response: UpstreamResponse, limit: int) -> tuple[bytes, bool]:
+    """The body, and True; or, for one of unknown length past ``limit``, what was read."""
+    if response.content_length is not None:
+        return await response.read(), True
+    parts: list[bytes] = []
+    size = 0
+    chunks = response.chunks()
+    try:
+        async for chunk in chunks:
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return b"".join(parts), False
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+    return b"".join(parts), True
+
+
+def _add_headers(response: UpstreamResponse, exchange: _Exchange) -> None:
+    """tollhouse's view of the caller's buckets: ``x-tollhouse-ratelimit-*`` for requests;
+    and ``x-ratelimit-*-tokens`` for a call's tokens, in place of the upstream's (the
+    caller's limit is its tenant's share, which tollhouse enforces)."""
+    response.headers.extend(exchange.decision.headers())
+    if exchange.tokens is not None:
+        tokens = exchange.tokens.headers()
+        names = {name for name, _ in tokens}
+        kept = [(k, v) for k, v in response.headers if k.lower() not in names]
+        response.headers = kept + tokens

@@ -39,6 +39,8 @@ TOOL_CALL_KINDS = (
 MEMORY_LIMITS = ("1g", "4g", "16g", "64g", "other")
 TERMINAL_RESPONSE_STATUSES = ("completed", "failed", "cancelled", "incomplete")
 OUTCOMES = ("forwarded", "throttled", "shadow_throttled", "upstream_error", "rejected")
+TOKEN_RESERVATION_OUTCOMES = ("forwarded", "shadow_throttled", "throttled", "too_large")
+TOKEN_SETTLEMENT_OUTCOMES = ("settled", "refunded", "kept", "not_applied", "failed")
 # The object kinds the stale-resource cleaner deletes, as the ledger names them.
 CLEANUP_KINDS = (
     "thread",
@@ -372,6 +374,43 @@ class Metrics:
             "settlement lost).",
             registry=registry,
         )
+        # -- model tokens per unit: reservations at admission, settlements with usage --
+        tenants = tuple(tenants)
+        self.token_reservations = Counter(
+            "tollhouse_token_reservations",
+            "Model calls whose estimated tokens were reserved (forwarded, shadow_throttled) or "
+            "refused (throttled; too_large: more than a bucket holds), by tenant.",
+            ["tenant", "outcome"],
+            registry=registry,
+        )
+        self.tokens_reserved = Counter(
+            "tollhouse_tokens_reserved",
+            "Estimated tokens of model calls at admission (reserved or refused), by tenant.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.token_settlements = Counter(
+            "tollhouse_token_settlements",
+            "Token reservations by how they ended: settled with the call's usage, refunded "
+            "(an error answer), kept (no usage reported), not_applied (settled already, past "
+            "its time, or the shared store away) or failed.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.tokens_settled = Counter(
+            "tollhouse_tokens_settled_difference",
+            "Tokens charged (positive) or refunded (negative) at settlement, by direction.",
+            ["direction"],
+            registry=registry,
+        )
+        for tenant in tenants:
+            for outcome in TOKEN_RESERVATION_OUTCOMES:
+                self.token_reservations.labels(tenant, outcome)
+            self.tokens_reserved.labels(tenant)
+        for outcome in TOKEN_SETTLEMENT_OUTCOMES:
+            self.token_settlements.labels(outcome)
+        for direction in ("charged", "refunded"):
+            self.tokens_settled.labels(direction)
         self.build_info = Info("tollhouse_build", "tollhouse build information.", registry=registry)
         self.build_info.info({"version": __version__})
         self._tenants = tuple(tenants)
@@ -425,6 +464,17 @@ class Metrics:
                 limit.set(per_unit)
         if wait > 0:
             self.ratelimit_wait.labels(request_class).observe(wait)
+
+    def record_token_reservation(self, tenant: str, outcome: str, tokens: int) -> None:
+        self.token_reservations.labels(tenant, outcome).inc()
+        self.tokens_reserved.labels(tenant).inc(tokens)
+
+    def record_token_settlement(self, outcome: str, difference: int) -> None:
+        """A settlement's outcome, and the tokens it charged (+) or refunded (-)."""
+        self.token_settlements.labels(outcome).inc()
+        if difference:
+            direction = "charged" if difference > 0 else "refunded"
+            self.tokens_settled.labels(direction).inc(abs(difference))
 
     def record_stale(self, found: Mapping[tuple[str, str], int]) -> None:
         """What a sweep found, by (tenant label, kind); every known label set is reset."""
