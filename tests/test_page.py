@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -43,9 +44,11 @@ from tollhouse.metering.meter import RunSeen, Usage
 from tollhouse.report.build import TOTAL, Report, Row, Unpriced
 from tollhouse.report.page import (
     Bucket,
+    Budget,
     PageData,
     PeriodError,
     bucket_levels,
+    budget_levels,
     page_period,
     render_page,
 )
@@ -341,6 +344,27 @@ def test_bucket_levels_and_refusals_come_from_the_metrics() -> None:
         Bucket("globex", "POST", None, None, 1),  # a class without a bucket may refuse too
         Bucket("globex", "RUN_CREATE", None, None, 3),
     ]
+
+
+def test_each_budget_and_what_it_has_spent_come_from_the_metrics() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, tenants=("acme", "globex"))
+    metrics.budget_usd.labels("acme", "daily").set(1.0)
+    metrics.budget_spent_usd.labels("acme", "daily").set(0.25)
+    metrics.budget_usd.labels("acme", "monthly").set(20.0)
+    metrics.budget_spent_usd.labels("acme", "monthly").set(25.0)  # past it: the bar is full
+    budgets = budget_levels(registry.collect())
+    assert budgets == [
+        Budget("acme", "daily", 1.0, 0.25),
+        Budget("acme", "monthly", 20.0, 25.0),
+    ]
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+    html = render_page(PageData(now, now, now, None, None, [], budgets=budgets))
+    rows = re.findall(r'data-row=budget data-tenant="([^"]+)" data-period="([^"]+)"', html)
+    assert rows == [("acme", "daily"), ("acme", "monthly")]
+    shares = re.findall(r'data-field="spent_share" data-value="([0-9.]+)"', html)
+    assert shares == ["0.250", "1.000"]
+    assert "globex" not in html  # no budget, no row
 
 
 # -- the page served, after real traffic ----------------------------------------------------

@@ -45,7 +45,14 @@ from tollhouse.proxy.edge import (
 from tollhouse.report.build import build_report
 from tollhouse.report.migration import Migration, build_migration, idle_before
 from tollhouse.report.migration_query import fetch_migration_usage
-from tollhouse.report.page import PageData, PeriodError, bucket_levels, page_period, render_page
+from tollhouse.report.page import (
+    PageData,
+    PeriodError,
+    bucket_levels,
+    budget_levels,
+    page_period,
+    render_page,
+)
 from tollhouse.upstream.forward import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -268,7 +275,9 @@ class Tollhouse:
         """The report for ?since=&until= and the buckets; the ledger is read off the loop."""
         now = datetime.fromtimestamp(self._clock(), UTC).replace(microsecond=0)
         query, status = dict(request.query_params), 200
-        data = PageData(now, now, now, None, None, bucket_levels(self.registry.collect()))
+        families = list(self.registry.collect())
+        data = PageData(now, now, now, None, None, bucket_levels(families))
+        data = replace(data, budgets=budget_levels(families))
         try:
             since, until = page_period(query, now)
             data = replace(data, since=since, until=until, query=query)

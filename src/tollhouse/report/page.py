@@ -64,6 +64,7 @@ class PageData:
     problem: str | None = None
     query: Mapping[str, str] = field(default_factory=dict)
     migration: Migration | None = None
+    budgets: Sequence[Budget] = ()
 
 
 def page_period(query: Mapping[str, str], now: datetime) -> tuple[datetime, datetime]:
@@ -100,6 +101,33 @@ def bucket_levels(families: Iterable[Metric]) -> list[Bucket]:
     return [
         Bucket(tenant, request_class, v.get("remaining"), v.get("limit"), v.get("throttled", 0.0))
         for (tenant, request_class), v in sorted(seen.items())
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A tenant's spend budget for one period, from the metrics: its limit and what is spent
+    (metered plus the worst case in flight)."""
+
+    tenant: str
+    period: str
+    limit: float
+    spent: float
+
+
+def budget_levels(families: Iterable[Metric]) -> list[Budget]:
+    """Each (tenant, period) budget the metrics know, with what it has spent."""
+    seen: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    names = {"tollhouse_budget_usd": "limit", "tollhouse_budget_spent_usd": "spent"}
+    for family in families:
+        for sample in family.samples:
+            if sample.name in names:
+                key = (sample.labels.get("tenant", ""), sample.labels.get("period", ""))
+                seen[key][names[sample.name]] = sample.value
+    return [
+        Budget(tenant, period, v["limit"], v.get("spent", 0.0))
+        for (tenant, period), v in sorted(seen.items())
+        if v.get("limit")
     ]
 
 
@@ -320,8 +348,34 @@ def _bucket_row(bucket: Bucket) -> str:
 
 
 def _budget_spent(data: PageData) -> str:
-    """Hook: the "budget spent" panel (each tenant's spend against its budget) goes here."""
-    return ""
+    """Each tenant's spend against its budgets, as the metrics have it right now."""
+    if not data.budgets:
+        return ""
+    rows = []
+    for budget in data.budgets:
+        share = min(budget.spent / budget.limit, 1.0)
+        cells = (
+            ("tenant", budget.tenant),
+            ("period", budget.period),
+            ("limit_usd", f"{budget.limit:.2f}"),
+            ("spent_usd", f"{budget.spent:.4f}"),
+            ("spent_share", f"{share:.3f}"),
+        )
+        bar = (
+            "<svg width=120 height=10 role=img><rect width=120 height=10 fill=#eee />"
+            f"<rect width={120 * share:.1f} height=10 fill={'#c0392b' if share >= 1 else '#2c7'} />"
+            "</svg>"
+        )
+        rows.append(
+            f"<tr data-row=budget data-tenant={_a(budget.tenant)} data-period={_a(budget.period)}>"
+            + "".join(f"<td data-field={_a(k)} data-value={_a(v)}>{_e(v)}</td>" for k, v in cells)
+            + f"<td>{bar}</td></tr>"
+        )
+    head = "".join(f"<th>{_e(n)}</th>" for n in ("tenant", "period", "budget", "spent", "", ""))
+    return (
+        "<section class=budgets><h2>Spend budgets</h2>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
+    )
 
 
 MIGRATION_FIELDS = (
