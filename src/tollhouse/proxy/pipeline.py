@@ -6,12 +6,9 @@ nothing sits between the upstream's bytes and the client.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
-
-from opentelemetry.trace import Span
 
 from tollhouse.api import references
 from tollhouse.api.classify import Operation, RequestClass, classify
@@ -22,35 +19,29 @@ from tollhouse.api.errors import (
     unparseable_body,
 )
 from tollhouse.api.paths import path_problem
-from tollhouse.ledger.follow import FOLLOWING, Exchanged
 from tollhouse.ledger.writer import LedgerWriter
-from tollhouse.metering.assistants import messages_added
-from tollhouse.metering.flows import api_of
 from tollhouse.proxy.asgi import (
     ClientDisconnected,
     Receive,
     Scope,
     Send,
-    StreamAborted,
     request_body,
     send_error,
-    wait_for_disconnect,
 )
-from tollhouse.proxy.codings import Undecodable
-from tollhouse.proxy.flows import body_flow, take_flow
+from tollhouse.proxy.exchange import Exchange
+from tollhouse.proxy.flows import take_flow
 from tollhouse.proxy.isolate import (
     Body,
     Named,
     Refused,
-    RestoredResponse,
     checked_body,
-    header,
     named_ids,
     narrowed,
 )
 from tollhouse.proxy.lists import MAX_PAGES, SHARED_LISTS, BadPaging, ListRequest, filtered_list
 from tollhouse.proxy.observe import Observer, observes
 from tollhouse.proxy.ownership import LedgerUnavailable, Ownership
+from tollhouse.proxy.relay import Relay, add_headers
 from tollhouse.proxy.spend import Hold, Spending
 from tollhouse.proxy.tarpit import Tarpit
 from tollhouse.proxy.tenants import OTHER, Identity, IdentityRefused, Tenants
@@ -58,10 +49,9 @@ from tollhouse.proxy.tokens import (
     COSTED_OPERATIONS,
     LATER_OPERATIONS,
     AnswerCost,
-    TokenCall,
     TokenStep,
 )
-from tollhouse.proxy.twins import StreamRestorer, Twins
+from tollhouse.proxy.twins import Twins
 from tollhouse.proxy.websocket import SocketRelay
 from tollhouse.quota.admission import Decision, Quota
 from tollhouse.telemetry.metrics import Metrics
@@ -70,143 +60,14 @@ from tollhouse.upstream.forward import (
     Forwarder,
     Headers,
     UpstreamError,
-    UpstreamProtocolError,
     UpstreamResponse,
     forwarded_headers,
 )
 
 log = logging.getLogger(__name__)
 
-# Responses up to this size, with a known length, are read whole and sent in one
-# message; anything larger, or of unknown length (SSE), is relayed chunk by chunk.
-WHOLE_BODY_LIMIT = 256 * 1024
-# JSON answers that may carry final usage are read whole up to this size, so that their
-# cost can go in a header (a larger one streams, without it).
-COSTED_BODY_LIMIT = 1024 * 1024
 MAX_JSON_BODY = 8 * 1024 * 1024  # the most of a JSON request body read to check it
 RUN_POLL = "threads.runs.retrieve"
-
-
-class _Exchange:
-    """One request's bookkeeping; ``finish`` records it once, before its last bytes go out."""
-
-    __slots__ = (
-        "_clock",
-        "_done",
-        "_metrics",
-        "_writer",
-        "cost",
-        "decision",
-        "ended",
-        "first_byte",
-        "flow",
-        "identity",
-        "messages",
-        "observer",
-        "operation",
-        "span",
-        "started",
-        "status",
-        "streamed",
-        "tokens",
-        "touches",
-        "upstream_started",
-    )
-
-    def __init__(
-        self,
-        metrics: Metrics,
-        writer: LedgerWriter,
-        clock: Callable[[], float],
-        identity: Identity,
-        operation: Operation,
-        started: float,
-        decision: Decision,
-        observer: Observer,
-        span: Span | None,
-    ) -> None:
-        self._metrics = metrics
-        self._writer = writer
-        self._clock = clock
-        self.identity = identity
-        self.operation = operation
-        self.started = started
-        self.decision = decision
-        self.observer = observer
-        self.span = span
-        self.status: int | None = None
-        self.upstream_started: float | None = None
-        self.touches = True  # a success moves the last use of the objects it names
-        self.tokens: TokenCall | None = None  # the call's token reservation, if any
-        self.cost: AnswerCost | None = None  # the answer's cost, if it can carry usage
-        self._done = False
-        self.flow: str | None = None
-        self.messages = 0
-        self.streamed = False
-        self.first_byte: float | None = None
-        self.ended: float | None = None
-
-    def tag(self, body: object) -> None:
-        """What the request body adds: messages to a thread; a flow name in its metadata, for
-        a create not tagged by its header."""
-        self.messages = messages_added(self.operation.name, body)
-        if self.flow is None and self.operation.creates is not None:
-            self.flow = body_flow(body)
-
-    def first_out(self) -> None:
-        """The first byte of the answer's body is going out."""
-        if self.first_byte is None:
-            self.first_byte = self._clock()
-
-    def exchanged(self) -> Exchanged | None:
-        """For the ledger: what this request was and how long its answer took (none
-        if no answer came from upstream)."""
-        if self.status is None or self.ended is None:
-            return None
-        if self.flow is None and not self.messages and self.operation.name not in FOLLOWING:
-            return None  # nothing the ledger keeps: not even built
-        first = self.ended if self.first_byte is None else min(self.first_byte, self.ended)
-        observer = self.observer
-        return Exchanged(
-            tenant=self.identity.tenant,
-            operation=self.operation.name,
-            api=api_of(self.operation.name),
-            status=self.status,
-            streamed=self.streamed,
-            runs=tuple(observer.runs),
-            responses=tuple(observer.responses),
-            flow=self.flow,
-            thread=self.operation.params.get("thread_id") or next(iter(observer.threads), None),
-            messages=self.messages,
-            first_byte_ms=round((first - self.started) * 1000),
-            last_byte_ms=round((self.ended - self.started) * 1000),
-        )
-
-    def finish(self, outcome: str) -> None:
-        if self._done:
-            return
-        self._done = True
-        self.ended = self._clock()
-        metrics, operation = self._metrics, self.operation
-        if outcome == "forwarded":
-            outcome = self.decision.outcome  # forwarded, or shadow_throttled
-        metrics.count(self.identity.label, operation, outcome)
-        self._writer.count_request(self.identity.tenant, operation.request_class, outcome)
-        Tracing.end(self.span, outcome, self.status)
-        if self.tokens is not None:
-            self.tokens.ended(self.status)
-        if self.status is not None:
-            metrics.upstream_status(operation.request_class, self.status)
-            if self.status < 400 and operation.params and self.touches:
-                self._writer.touch(operation.params.values())
-        if self.upstream_started is not None and outcome != "upstream_error":
-            now = self._clock()
-            upstream = now - self.upstream_started
-            metrics.upstream_duration.labels(operation.request_class, operation.name).observe(
-                upstream
-            )
-            added = now - self.started - upstream - self.decision.wait
-            metrics.overhead.observe(max(added, 0.0))
 
 
 class Proxy:
@@ -234,6 +95,7 @@ class Proxy:
         self._max_body = max_body
         self._list_pages = list_pages
         self._forwarder = forwarder
+        self._relayer = Relay(metrics, forwarder.name)
         self._metrics = metrics
         self._tenants = tenants
         self._quota = quota
@@ -276,7 +138,7 @@ class Proxy:
             self._metrics.run_polls.labels(identity.label).inc()
         span = self._tracing.start(operation, method, identity.tenant, operation.request_class)
         observer = Observer(self._ownership, self._writer, identity.tenant, operation, span)
-        exchange = _Exchange(
+        exchange = Exchange(
             self._metrics,
             self._writer,
             self._clock,
@@ -365,7 +227,7 @@ class Proxy:
         await send_error(send, error)
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, exchange: _Exchange, headers: Headers
+        self, scope: Scope, receive: Receive, send: Send, exchange: Exchange, headers: Headers
     ) -> None:
         method: str = scope["method"]
         operation, tenant = exchange.operation, exchange.identity.tenant
@@ -419,12 +281,12 @@ class Proxy:
         except ClientDisconnected:
             exchange.finish("rejected")
             return
-        _add_headers(response, exchange)
+        add_headers(response, exchange)
         try:
             if twins:
-                await self._relay_restored(response, receive, send, exchange, twins)
+                await self._relayer.restored(response, receive, send, exchange, twins)
             else:
-                await self._relay(response, receive, send, exchange)
+                await self._relayer.relay(response, receive, send, exchange)
         finally:
             response.close()
 
@@ -443,7 +305,7 @@ class Proxy:
         body, document = await checked_body(receive, method, operation, headers, self._max_body)
         return body, document if isolated else None
 
-    async def _reserve_tokens(self, send: Send, exchange: _Exchange, body: Body, path: str) -> bool:
+    async def _reserve_tokens(self, send: Send, exchange: Exchange, body: Body, path: str) -> bool:
         """The token step: reserve the call's estimate; False when refused (and answered)."""
         assert self._tokens is not None
         if not isinstance(body, bytes):  # no body: the upstream's own 400 says so
@@ -460,7 +322,7 @@ class Proxy:
         exchange.observer.watch(call.seen)
         return True
 
-    def _watch_cost(self, exchange: _Exchange) -> None:
+    def _watch_cost(self, exchange: Exchange) -> None:
         """The answer's cost, for its header; usage of responses the token step awaits."""
         name = exchange.operation.name
         if self._tokens is not None and name in COSTED_OPERATIONS:
@@ -469,7 +331,7 @@ class Proxy:
             if name in LATER_OPERATIONS:
                 exchange.observer.watch(self._tokens.later)
 
-    def _mark(self, exchange: _Exchange, twins: Twins, owned_parent: bool, named: Named) -> None:
+    def _mark(self, exchange: Exchange, twins: Twins, owned_parent: bool, named: Named) -> None:
         """Count a refusal; or let the observer take what the tenant's own answer holds."""
         operation = exchange.operation
         if twins:
@@ -499,7 +361,7 @@ class Proxy:
         self,
         receive: Receive,
         send: Send,
-        exchange: _Exchange,
+        exchange: Exchange,
         method: str,
         raw_path: str,
         query: str,
@@ -534,7 +396,7 @@ class Proxy:
         if isinstance(pages, UpstreamResponse):
             pages.headers.extend(exchange.decision.headers())
             try:
-                await self._relay(pages, receive, send, exchange)
+                await self._relayer.relay(pages, receive, send, exchange)
             finally:
                 pages.close()
             return
@@ -548,162 +410,3 @@ class Proxy:
         # HEAD (and OPTIONS) learn the filtered page's length, never the organisation's.
         content = pages.body if method == "GET" else b""
         await send({"type": "http.response.body", "body": content})
-
-    async def _relay_restored(
-        self,
-        response: UpstreamResponse,
-        receive: Receive,
-        send: Send,
-        exchange: _Exchange,
-        twins: Twins,
-    ) -> None:
-        """The answer to a request whose foreign ids were twinned, with the twins mapped back."""
-        exchange.status = response.status
-        coding = header(response.headers, b"content-encoding") or b""
-        if response.content_type == "text/event-stream" and not coding.strip():
-            # A stream (a twinned create that still runs) is relayed as it comes.
-            restorer = StreamRestorer(twins)
-            restored = RestoredResponse(response, restorer)
-            await self._relay(restored, receive, send, exchange)  # type: ignore[arg-type]
-            return
-        try:
-            content = twins.restore(await response.read(), coding)
-        except UpstreamError as exc:
-            exchange.finish("upstream_error")
-            await send_error(send, exc.response())
-            return
-        except Undecodable as exc:
-            log.warning("cannot map twins back in a %s answer: %s", coding, exc)
-            exchange.finish("upstream_error")
-            await send_error(send, UpstreamProtocolError(self._forwarder.name, str(exc)).response())
-            return
-        exchange.observer.form(response.content_type, coding)
-        if observes(exchange.operation, response.status):
-            await exchange.observer.whole_body(content, response.status)
-        # The same headers in the same order as any answer, only the length is the new one.
-        length = str(len(content)).encode()
-        headers_out = [
-            (k, length if k.lower() == b"content-length" else v)
-            for k, v in response.headers
-            if k.lower() != b"transfer-encoding"
-        ]
-        if header(headers_out, b"content-length") is None:
-            headers_out.append((b"content-length", length))
-        exchange.finish("forwarded")
-        start = {"type": "http.response.start", "status": response.status, "headers": headers_out}
-        await send(start)
-        await send({"type": "http.response.body", "body": content})
-
-    async def _relay(
-        self, response: UpstreamResponse, receive: Receive, send: Send, exchange: _Exchange
-    ) -> None:
-        start = {
-            "type": "http.response.start",
-            "status": response.status,
-            "headers": response.headers,
-        }
-        exchange.status = response.status
-        exchange.streamed = response.content_type == "text/event-stream"
-        observing = observes(exchange.operation, response.status)
-        if observing:
-            coding = header(response.headers, b"content-encoding") or b""
-            exchange.observer.form(response.content_type, coding)
-        length = response.content_length
-        cost = exchange.cost if observing and response.content_type == "application/json" else None
-        limit = WHOLE_BODY_LIMIT if cost is None else COSTED_BODY_LIMIT
-        if (length is not None and length <= limit) or (cost is not None and length is None):
-            try:
-                content, complete = await _read_whole(response, limit)
-            except UpstreamError as exc:
-                log.warning("upstream response body failed: %s", exc)
-                exchange.finish("upstream_error")
-                await send_error(send, exc.response())
-                return
-            if not complete:  # past the limit: relayed as it comes from here, without a cost
-                await send(start)
-                await send({"type": "http.response.body", "body": content, "more_body": True})
-                if observing:
-                    exchange.observer.chunk(content)
-                await self._stream(response, receive, send, exchange, observing)
-                return
-            if observing:
-                await exchange.observer.whole_body(content, response.status)
-            if cost is not None:
-                start["headers"] = [*response.headers, *cost.headers()]
-            exchange.finish("forwarded")
-            await send(start)
-            await send({"type": "http.response.body", "body": content})
-            return
-        await send(start)
-        await self._stream(response, receive, send, exchange, observing)
-
-    async def _stream(
-        self,
-        response: UpstreamResponse,
-        receive: Receive,
-        send: Send,
-        exchange: _Exchange,
-        observing: bool,
-    ) -> None:
-        """Relay chunk by chunk; a client that leaves cancels the upstream read."""
-        relay = asyncio.ensure_future(self._relay_chunks(response, send, exchange, observing))
-        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-        try:
-            await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-            if not relay.done():
-                relay.cancel()
-                await asyncio.gather(relay, return_exceptions=True)
-                self._metrics.stream_aborts.labels("client_disconnect").inc()
-                log.info("client disconnected mid-response; upstream request cancelled")
-        if relay.done() and not relay.cancelled() and (exc := relay.exception()) is not None:
-            self._metrics.stream_aborts.labels("upstream_error").inc()
-            log.warning("upstream stream broke after the response started: %s", exc)
-            exchange.finish("upstream_error")
-            raise StreamAborted(str(exc)) from exc
-
-    @staticmethod
-    async def _relay_chunks(
-        response: UpstreamResponse, send: Send, exchange: _Exchange, observing: bool
-    ) -> None:
-        observer = exchange.observer
-        async for chunk in response.chunks():
-            exchange.first_out()
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if observing:
-                observer.chunk(chunk)
-        if observing:
-            await observer.end()
-        exchange.finish("forwarded")
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _read_whole(response: UpstreamResponse, limit: int) -> tuple[bytes, bool]:
-    """The body, and True; or, for one of unknown length past ``limit``, what was read."""
-    if response.content_length is not None:
-        return await response.read(), True
-    parts: list[bytes] = []
-    size = 0
-    chunks = response.chunks()
-    try:
-        async for chunk in chunks:
-            parts.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                return b"".join(parts), False
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
-    return b"".join(parts), True
-
-
-def _add_headers(response: UpstreamResponse, exchange: _Exchange) -> None:
-    """tollhouse's view of the caller's buckets: ``x-tollhouse-ratelimit-*`` for requests;
-    and ``x-ratelimit-*-tokens`` for a call's tokens, in place of the upstream's (the
-    caller's limit is its tenant's share, which tollhouse enforces)."""
-    response.headers.extend(exchange.decision.headers())
-    if exchange.tokens is not None:
-        tokens = exchange.tokens.headers()
-        names = {name for name, _ in tokens}
-        kept = [(k, v) for k, v in response.headers if k.lower() not in names]
-        response.headers = kept + tokens
