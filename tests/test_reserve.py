@@ -219,16 +219,20 @@ async def test_an_unsettled_reservation_expires_and_is_kept() -> None:
 
 async def test_three_replicas_on_one_redis_hold_one_organisation_budget(redis_url: str) -> None:
     await flushed(redis_url)
-    replicas = [RedisBuckets(redis_url, replicas=3) for _ in range(3)]
+    fallbacks: list[bool] = []
+    replicas = [RedisBuckets(redis_url, replicas=3, on_fallback=fallbacks.append) for _ in range(3)]
     try:
         tenants = [f"tenant-{n}" for n in range(6)]  # each tenant could take 1,000 itself
 
-        async def ask(n: int) -> bool:
-            replica, tenant = replicas[n % 3], tenants[n % 6]
-            return await reserve(replica, tenant, 250)
+        async def replica_asks(index: int) -> list[bool]:
+            """One replica's twelve requests, one after another (one connection each), while
+            the other two replicas send theirs."""
+            replica = replicas[index]
+            return [await reserve(replica, tenants[(index + 3 * k) % 6], 250) for k in range(12)]
 
-        admitted = await asyncio.gather(*(ask(n) for n in range(36)))
-        assert sum(admitted) == 12  # 3,000 at the organisation, not 3 x 3,000
+        answers = await asyncio.gather(*(replica_asks(index) for index in range(3)))
+        assert fallbacks == []  # every answer came from Redis, none from a local share
+        assert sum(sum(each) for each in answers) == 12  # 3,000 at the organisation, not 9,000
     finally:
         for replica in replicas:
             await replica.close()
